@@ -1,0 +1,72 @@
+import { mkdir, chown, chmod, rm, stat } from 'node:fs/promises';
+import type { Backend, BackendContext, BackendFactory, OptionDoc } from '../types.js';
+import type { VolumeRecord } from '../../core/types.js';
+import { InternalError, InvalidArgumentError } from '../../core/errors.js';
+import { checkOptionKeys, parseIntOption } from '../options.js';
+import { within } from '../../host/paths.js';
+
+const OPTIONS: readonly OptionDoc[] = [
+  { name: 'uid', help: 'owner of the volume directory (number, default 0)' },
+  { name: 'gid', help: 'group of the volume directory (number, default 0)' },
+  { name: 'mode', help: 'permissions of the volume directory (octal, default 0755)' },
+];
+
+/** A directory per volume under the backend's dir. Shareable: any number of containers on this host. */
+export class LocalBackend implements Backend {
+  readonly type = 'local';
+  readonly shareable = true;
+  readonly optionDocs = OPTIONS;
+  private readonly dir: string;
+
+  constructor(readonly name: string, config: Readonly<Record<string, unknown>>, private readonly ctx: BackendContext) {
+    if (config.dir !== undefined && (typeof config.dir !== 'string' || !config.dir.startsWith('/'))) {
+      throw new InvalidArgumentError(`backend ${name}: dir must be an absolute path`);
+    }
+    this.dir = (config.dir as string | undefined) ?? within(ctx.root, 'backends', name, 'volumes');
+  }
+
+  parseOptions(opts: Readonly<Record<string, string>>): Record<string, unknown> {
+    checkOptionKeys(this.name, opts, OPTIONS);
+    const spec: Record<string, unknown> = { mode: 0o755 };
+    if (opts.uid !== undefined) spec.uid = parseIntOption('uid', opts.uid, 0, 2 ** 32 - 2);
+    if (opts.gid !== undefined) spec.gid = parseIntOption('gid', opts.gid, 0, 2 ** 32 - 2);
+    if (opts.mode !== undefined) spec.mode = parseIntOption('mode', opts.mode, 0, 0o7777, 8);
+    return spec;
+  }
+
+  mountpointFor(name: string): string { return within(this.dir, name); }
+
+  async provision(vol: VolumeRecord): Promise<Record<string, unknown>> {
+    const path = this.mountpointFor(vol.name);
+    await mkdir(this.dir, { recursive: true, mode: 0o711 });
+    await mkdir(path, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'EEXIST') throw e; });
+    const { uid, gid, mode } = vol.spec as { uid?: number; gid?: number; mode: number };
+    if (uid !== undefined || gid !== undefined) await chown(path, uid ?? 0, gid ?? 0);
+    await chmod(path, mode);
+    return { path };
+  }
+
+  async deprovision(vol: VolumeRecord): Promise<void> {
+    await rm(this.mountpointFor(vol.name), { recursive: true, force: true });
+  }
+
+  async publish(vol: VolumeRecord): Promise<void> {
+    const path = this.mountpointFor(vol.name);
+    const st = await stat(path).catch(() => undefined);
+    if (!st?.isDirectory()) {
+      throw new InternalError(`the data directory ${path} of volume ${vol.name} is missing; Ballast will not replace it with an empty one. Restore it, or remove the volume`);
+    }
+  }
+
+  async unpublish(): Promise<void> { /* nothing is mounted for a directory volume */ }
+
+  status(vol: VolumeRecord): Record<string, unknown> {
+    return { path: this.mountpointFor(vol.name) };
+  }
+}
+
+export const localFactory: BackendFactory = {
+  type: 'local',
+  configKeys: ['dir'],
+  create: (instance, config, ctx) => new LocalBackend(instance, config, ctx),
+};

@@ -1,0 +1,52 @@
+import type { Logger } from 'pino';
+import type { VolumeRecord } from '../core/types.js';
+import type { Exec } from '../host/exec.js';
+import type { MountTable } from '../host/mountinfo.js';
+
+/** What every backend gets from the composition root (constructor injection; fakes in unit tests). */
+export interface BackendContext {
+  /** Ballast's state directory; a backend keeps its files under `<root>/backends/<instance>` unless configured. */
+  readonly root: string;
+  readonly exec: Exec;
+  readonly mounts: MountTable;
+  readonly log: Logger;
+}
+
+/** Accepted per-volume option, for validation and for the error that lists what is accepted. */
+export interface OptionDoc { readonly name: string; readonly help: string }
+
+/**
+ * A storage system. It never sees Docker or CSI types. Idempotency is part of the contract:
+ * - provision: create the storage for a new volume, once, cluster-wide; safe to call again after a crash.
+ * - deprovision: delete what provision made; absent is success.
+ * - publish: make `vol.mountpoint` hold the data on this node (attach, format only if blank, mount);
+ *   already published is success. Read "is it mounted" from the real mount table.
+ * - unpublish: undo publish on this node; not published is success.
+ */
+export interface Backend {
+  /** Instance name from the config (what `-o backend=` names). */
+  readonly name: string;
+  /** Backend type: local, block, ... */
+  readonly type: string;
+  /** May several containers and nodes write at once? */
+  readonly shareable: boolean;
+  readonly optionDocs: readonly OptionDoc[];
+  /** Validates the per-volume options (everything but `backend`) into a normalized spec; rejects unknown keys. */
+  parseOptions(opts: Readonly<Record<string, string>>): Record<string, unknown>;
+  /** Checks that a volume with this spec can be created now (free space...), before anything is written. */
+  checkCreate?(spec: Readonly<Record<string, unknown>>): Promise<void>;
+  mountpointFor(name: string): string;
+  provision(vol: VolumeRecord): Promise<Record<string, unknown>>;
+  deprovision(vol: VolumeRecord): Promise<void>;
+  publish(vol: VolumeRecord): Promise<void>;
+  unpublish(vol: VolumeRecord): Promise<void>;
+  /** Backend facts for `docker volume inspect` Status; never secrets. */
+  status(vol: VolumeRecord): Record<string, unknown>;
+}
+
+export interface BackendFactory {
+  readonly type: string;
+  /** Keys accepted in the instance's config section (besides `type`). */
+  readonly configKeys: readonly string[];
+  create(instance: string, config: Readonly<Record<string, unknown>>, ctx: BackendContext): Backend;
+}

@@ -1,0 +1,121 @@
+import { Command, Option } from 'commander';
+import { loadConfig, LOG_LEVELS, type ConfigInput } from '../config/index.js';
+import { startDaemon, VERSION } from '../daemon/index.js';
+import { AdminClient, CliError, withProgress } from './client.js';
+import type { VolumeInfo } from '../core/types.js';
+import type { Check } from '../daemon/doctor.js';
+import { hostChecks, pluginChecks } from '../daemon/doctor.js';
+import { hostExec } from '../host/exec.js';
+import { BallastError } from '../core/errors.js';
+
+const program = new Command();
+program.name('ballast').description('Ballast: storage orchestrator for containers (Docker volume plugin)').version(VERSION);
+
+const rootOpt = () => new Option('--root <dir>', 'state directory (database, images, mountpoints)');
+const adminOpt = () => new Option('--admin-socket <path>', 'admin API socket (default <root>/admin.sock)');
+const configOpt = () => new Option('--config <file>', 'JSON config file');
+
+function clientFrom(o: ConfigInput): AdminClient {
+  const cfg = loadConfig({ root: o.root, adminSocket: o.adminSocket, config: o.config });
+  return new AdminClient(cfg.adminSocket);
+}
+
+program.command('daemon')
+  .description('run the plugin daemon (foreground); mounts stay in place when it stops')
+  .addOption(rootOpt())
+  .option('--socket <path>', 'Docker plugin socket (its name is the driver name)')
+  .addOption(adminOpt())
+  .addOption(configOpt())
+  .addOption(new Option('--log-level <level>', 'log level').choices([...LOG_LEVELS]))
+  .option('--docker-host <uri>', 'Docker engine API, unix:///path (default $DOCKER_HOST or unix:///var/run/docker.sock)')
+  .option('--node <name>', 'node name (default: hostname)')
+  .action(async (o: ConfigInput) => {
+    const cfg = loadConfig(o);
+    const d = await startDaemon(cfg);
+    const onSignal = (sig: string) => { void d.stop(sig).then(() => process.exit(0), (e) => { d.log.error({ err: String(e) }, 'stop failed'); process.exit(1); }); };
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
+  });
+
+const volume = program.command('volume').description('manage volumes through the daemon');
+
+volume.command('create <name>')
+  .description('create a volume')
+  .option('-o, --opt <key=value>', 'volume option (repeatable), e.g. -o size=10G', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('-b, --backend <name>', 'backend instance (same as -o backend=NAME)')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (name: string, o: ConfigInput & { opt: string[]; backend?: string }) => {
+    const options: Record<string, string> = {};
+    for (const kv of o.opt) {
+      const i = kv.indexOf('=');
+      if (i <= 0) throw new CliError(`option ${JSON.stringify(kv)} is not key=value`, 2);
+      options[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+    if (o.backend) options.backend = o.backend;
+    const v = await withProgress(`creating ${name}`, clientFrom(o).call<VolumeInfo>('POST', '/v1/volumes', { name, options }));
+    console.log(v.name);
+  });
+
+volume.command('ls').alias('list')
+  .description('list volumes')
+  .option('--json', 'print JSON')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (o: ConfigInput & { json?: boolean }) => {
+    const { volumes } = await clientFrom(o).call<{ volumes: VolumeInfo[] }>('GET', '/v1/volumes');
+    if (o.json) { console.log(JSON.stringify(volumes, null, 2)); return; }
+    const rows = [['NAME', 'BACKEND', 'TYPE', 'SIZE', 'MOUNTS', 'STATE', 'CREATED']];
+    for (const v of volumes) rows.push([v.name, v.backend, v.type, String(v.status.size ?? '-'), String(v.mounts), v.state, v.createdAt]);
+    console.log(table(rows));
+  });
+
+volume.command('inspect <names...>')
+  .description('show volumes as JSON')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (names: string[], o: ConfigInput) => {
+    const c = clientFrom(o);
+    const out = [];
+    for (const n of names) out.push(await c.call<VolumeInfo>('GET', `/v1/volumes/${encodeURIComponent(n)}`));
+    console.log(JSON.stringify(out, null, 2));
+  });
+
+volume.command('rm <names...>').alias('remove')
+  .description('remove volumes (refused while mounted)')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (names: string[], o: ConfigInput) => {
+    const c = clientFrom(o);
+    for (const n of names) {
+      await withProgress(`removing ${n}`, c.call('DELETE', `/v1/volumes/${encodeURIComponent(n)}`));
+      console.log(n);
+    }
+  });
+
+program.command('doctor')
+  .description('check loop devices, FUSE, mkfs tools, the plugin socket and whether dockerd sees the plugin')
+  .option('--json', 'print JSON')
+  .option('--socket <path>', 'plugin socket to check when the daemon is not running')
+  .option('--docker-host <uri>', 'Docker engine API to check when the daemon is not running')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (o: ConfigInput & { json?: boolean }) => {
+    const cfg = loadConfig(o);
+    let checks: Check[];
+    try {
+      checks = (await new AdminClient(cfg.adminSocket).call<{ checks: Check[] }>('GET', '/v1/doctor', undefined, 90_000)).checks;
+      checks.unshift({ name: 'daemon', ok: true, detail: `answering on ${cfg.adminSocket}` });
+    } catch (e) {
+      checks = [{ name: 'daemon', ok: false, detail: (e as Error).message }, ...(await hostChecks(hostExec)), ...(await pluginChecks(cfg.socket, cfg.dockerHost))];
+    }
+    if (o.json) console.log(JSON.stringify({ checks }, null, 2));
+    else for (const c of checks) console.log(`${c.ok ? 'ok  ' : c.warn ? 'warn' : 'FAIL'}  ${c.name.padEnd(20)} ${c.detail}`);
+    if (checks.some((c) => !c.ok && !c.warn)) process.exitCode = 1;
+  });
+
+function table(rows: string[][]): string {
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n');
+}
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  const code = e instanceof CliError ? e.exitCode : e instanceof BallastError ? (e.code === 'InvalidArgument' ? 2 : e.code === 'Unavailable' ? 5 : 1) : 1;
+  process.stderr.write(`ballast: ${(e as Error).message}\n`);
+  process.exit(code);
+});

@@ -1,0 +1,97 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { basename, isAbsolute, join } from 'node:path';
+import { InvalidArgumentError } from '../core/errors.js';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** The whole daemon configuration, parsed once and frozen. The only module that reads env and defaults. */
+export interface Config {
+  /** State: database, block images, mountpoints. */
+  readonly root: string;
+  /** Docker plugin socket; its basename without .sock is the driver name dockerd knows. */
+  readonly socket: string;
+  /** Admin API socket for the `ballast` CLI. */
+  readonly adminSocket: string;
+  readonly logLevel: LogLevel;
+  /** Docker engine API, for `ballast doctor` and (later) leaked-reference cleanup. unix:///path or a path. */
+  readonly dockerHost: string;
+  readonly node: string;
+  readonly defaultBackend: string;
+  /** Backend instances: name -> { type, ...settings }. */
+  readonly backends: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+  /** Seconds a graceful stop waits for operations in flight. */
+  readonly shutdownTimeoutSec: number;
+}
+
+export const DEFAULTS = {
+  root: '/var/lib/ballast',
+  socket: '/run/docker/plugins/ballast.sock',
+  logLevel: 'info' as LogLevel,
+  dockerHost: 'unix:///var/run/docker.sock',
+  defaultBackend: 'local',
+  backends: { local: { type: 'local' }, block: { type: 'block' } },
+  shutdownTimeoutSec: 30,
+};
+
+export interface ConfigInput {
+  root?: string; socket?: string; adminSocket?: string; config?: string; logLevel?: string;
+  dockerHost?: string; node?: string;
+}
+
+const FILE_KEYS = ['root', 'socket', 'adminSocket', 'logLevel', 'dockerHost', 'node', 'defaultBackend', 'backends', 'shutdownTimeoutSec'];
+
+/** Merges defaults < config file < environment < flags, validates, and freezes the result. */
+export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  let file: Record<string, unknown> = {};
+  const cfgPath = flags.config ?? env.BALLAST_CONFIG;
+  if (cfgPath) {
+    let text: string;
+    try { text = readFileSync(cfgPath, 'utf8'); } catch (e) { throw new InvalidArgumentError(`cannot read config file ${cfgPath}: ${(e as Error).message}`); }
+    try { file = JSON.parse(text); } catch (e) { throw new InvalidArgumentError(`config file ${cfgPath} is not valid JSON: ${(e as Error).message}`); }
+    if (!file || typeof file !== 'object' || Array.isArray(file)) throw new InvalidArgumentError(`config file ${cfgPath} must hold a JSON object`);
+    for (const k of Object.keys(file)) {
+      if (!FILE_KEYS.includes(k)) throw new InvalidArgumentError(`unknown key ${JSON.stringify(k)} in ${cfgPath}; accepted keys: ${FILE_KEYS.join(', ')}`);
+    }
+  }
+  const pick = <T>(flag: T | undefined, envv: string | undefined, fromFile: unknown, def: T): T =>
+    (flag ?? (envv as T | undefined) ?? (fromFile as T | undefined) ?? def);
+
+  const root = pick(flags.root, env.BALLAST_ROOT, file.root, DEFAULTS.root);
+  const socket = pick(flags.socket, env.BALLAST_SOCKET, file.socket, DEFAULTS.socket);
+  const adminSocket = pick(flags.adminSocket, env.BALLAST_ADMIN_SOCKET, file.adminSocket, join(root, 'admin.sock'));
+  const logLevel = pick(flags.logLevel, env.BALLAST_LOG_LEVEL, file.logLevel, DEFAULTS.logLevel) as LogLevel;
+  let dockerHost = pick(flags.dockerHost, env.DOCKER_HOST, file.dockerHost, DEFAULTS.dockerHost);
+  const node = pick(flags.node, env.BALLAST_NODE, file.node, hostname());
+  const backends = (file.backends ?? DEFAULTS.backends) as Record<string, Record<string, unknown>>;
+  const defaultBackend = (file.defaultBackend ?? (file.backends ? Object.keys(backends)[0] : DEFAULTS.defaultBackend)) as string;
+  const shutdownTimeoutSec = (file.shutdownTimeoutSec ?? DEFAULTS.shutdownTimeoutSec) as number;
+
+  for (const [k, v] of [['root', root], ['socket', socket], ['adminSocket', adminSocket]] as const) {
+    if (typeof v !== 'string' || !isAbsolute(v) || v.includes('\0')) throw new InvalidArgumentError(`${k} must be an absolute path, got ${JSON.stringify(v)}`);
+  }
+  if (!socket.endsWith('.sock')) throw new InvalidArgumentError(`socket ${socket} must end in .sock (dockerd finds plugins by that name)`);
+  if (!LOG_LEVELS.includes(logLevel)) throw new InvalidArgumentError(`log level ${JSON.stringify(logLevel)} is not one of ${LOG_LEVELS.join(', ')}`);
+  if (dockerHost.startsWith('/')) dockerHost = `unix://${dockerHost}`;
+  if (!dockerHost.startsWith('unix:///')) throw new InvalidArgumentError(`docker host ${dockerHost} is not supported; use unix:///path/to/docker.sock`);
+  if (!backends || typeof backends !== 'object' || Array.isArray(backends) || Object.keys(backends).length === 0) {
+    throw new InvalidArgumentError('backends must be an object naming at least one backend instance');
+  }
+  for (const [name, b] of Object.entries(backends)) {
+    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/.test(name)) throw new InvalidArgumentError(`backend name ${JSON.stringify(name)} is not valid`);
+    if (!b || typeof b !== 'object' || Array.isArray(b)) throw new InvalidArgumentError(`backend ${name} must be an object with a type`);
+  }
+  if (!(defaultBackend in backends)) throw new InvalidArgumentError(`defaultBackend ${JSON.stringify(defaultBackend)} is not among the backends: ${Object.keys(backends).join(', ')}`);
+  if (typeof shutdownTimeoutSec !== 'number' || !(shutdownTimeoutSec > 0 && shutdownTimeoutSec <= 600)) throw new InvalidArgumentError('shutdownTimeoutSec must be a number of seconds between 0 and 600');
+
+  return deepFreeze({ root, socket, adminSocket, logLevel, dockerHost, node, defaultBackend, backends: structuredClone(backends), shutdownTimeoutSec });
+}
+
+/** Driver name dockerd uses for a socket: its basename without ".sock". */
+export function driverName(socket: string): string { return basename(socket, '.sock'); }
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') { for (const v of Object.values(o)) deepFreeze(v); Object.freeze(o); }
+  return o;
+}

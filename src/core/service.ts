@@ -1,0 +1,212 @@
+import type { Logger } from 'pino';
+import type { MetadataStore } from '../store/types.js';
+import type { BackendRegistry } from '../backends/registry.js';
+import type { VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
+import { BallastError, BusyError, ConflictError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
+import { assertPlainString, validateMountId, validateVolumeName } from './validate.js';
+import { KeyedLock } from './keyed-lock.js';
+
+export interface ServiceDeps {
+  readonly store: MetadataStore;
+  readonly backends: BackendRegistry;
+  readonly log: Logger;
+  readonly node: string;
+  readonly defaultBackend: string;
+  readonly now?: () => Date;
+}
+
+const MAX_OPTIONS = 64;
+
+/**
+ * The core. Frontends call it with plain values and get plain values or a BallastError back.
+ * Contract (idempotency, house style 3):
+ * - create: same name + same spec returns the existing volume; a different spec is a Conflict.
+ * - remove: absent succeeds; a volume with references is Busy, naming them.
+ * - mount: the ledger gains (volume, id) after the real mount succeeded; the real mount happens on
+ *   the first reference only.
+ * - unmount: the ledger always loses (volume, id), even if the real unmount fails; the real unmount
+ *   happens on the last reference. An unknown id succeeds.
+ * One operation per volume at a time; different volumes run in parallel.
+ */
+export class VolumeService {
+  private readonly lock = new KeyedLock();
+  private readonly now: () => Date;
+
+  constructor(private readonly d: ServiceDeps) {
+    this.now = d.now ?? (() => new Date());
+  }
+
+  async create(name: unknown, options: unknown): Promise<VolumeInfo> {
+    const vname = validateVolumeName(name);
+    const opts = normalizeOptions(options);
+    const backendName = opts.backend ?? this.d.defaultBackend;
+    return this.op('create', vname, backendName, () => this.lock.run(vname, async () => {
+      const { backend: _omit, ...rest } = opts;
+      const backend = this.d.backends.get(backendName);
+      const spec = backend.parseOptions(rest);
+      const existing = await this.d.store.getVolume(vname);
+      if (existing) {
+        if (existing.backend !== backendName || stableJson(existing.spec) !== stableJson(spec)) {
+          throw new ConflictError(`volume ${vname} already exists with backend ${existing.backend} and options ${describeSpec(existing.spec)}; remove it first or create it with the same options`);
+        }
+        if (existing.state === 'ready') return this.info(existing);
+        // A create that crashed half-way: finish it (provision is idempotent).
+        return this.info(await this.finishCreate(existing));
+      }
+      await backend.checkCreate?.(spec);
+      const rec: VolumeRecord = {
+        name: vname, backend: backendName, spec, mountpoint: backend.mountpointFor(vname),
+        createdAt: this.now().toISOString(), state: 'creating', details: {},
+      };
+      if (!(await this.d.store.insertVolume(rec))) throw new ConflictError(`volume ${vname} was created concurrently; retry`);
+      try {
+        return this.info(await this.finishCreate(rec));
+      } catch (e) {
+        // Roll back the record. The backend cleans up only what its own failed provision made:
+        // storage that was there before (an adopted image) is never deleted here.
+        await this.d.store.deleteVolume(vname);
+        throw e;
+      }
+    }));
+  }
+
+  private async finishCreate(rec: VolumeRecord): Promise<VolumeRecord> {
+    const details = await this.d.backends.get(rec.backend).provision(rec);
+    const ready: VolumeRecord = { ...rec, details, state: 'ready' };
+    await this.d.store.updateVolume(ready);
+    return ready;
+  }
+
+  async remove(name: unknown): Promise<void> {
+    const vname = validateVolumeName(name);
+    await this.op('remove', vname, undefined, () => this.lock.run(vname, async () => {
+      const rec = await this.d.store.getVolume(vname);
+      if (!rec) return;
+      const refs = await this.d.store.mounts(vname);
+      if (refs.length > 0) {
+        const ids = refs.map((r) => `${r.id.slice(0, 12)} (x${r.count}, since ${r.since})`).join(', ');
+        throw new BusyError(`volume ${vname} is in use by ${refs.length} mount${refs.length > 1 ? 's' : ''}: ${ids}; stop the containers using it first`);
+      }
+      const backend = this.d.backends.get(rec.backend);
+      await this.d.store.updateVolume({ ...rec, state: 'removing' });
+      await backend.deprovision(rec);
+      await this.d.store.deleteVolume(vname);
+    }));
+  }
+
+  async mount(name: unknown, id: unknown): Promise<string> {
+    const vname = validateVolumeName(name);
+    const mid = validateMountId(id);
+    return this.op('mount', vname, undefined, () => this.lock.run(vname, async () => {
+      const rec = await this.ready(vname);
+      const backend = this.d.backends.get(rec.backend);
+      // Publish is idempotent and reads the real mount table, so a volume unmounted behind our back
+      // (or never mounted after a restart) is mounted again even when the ledger has references.
+      await backend.publish(rec);
+      await this.d.store.addMount(vname, mid);
+      return rec.mountpoint;
+    }));
+  }
+
+  async unmount(name: unknown, id: unknown): Promise<void> {
+    const vname = validateVolumeName(name);
+    const mid = validateMountId(id);
+    await this.op('unmount', vname, undefined, () => this.lock.run(vname, async () => {
+      const rec = await this.d.store.getVolume(vname);
+      if (!rec) return;
+      const { removed, total } = await this.d.store.removeMount(vname, mid);
+      if (!removed) this.d.log.warn({ volume: vname, mountId: mid }, 'unmount for a mount ID the ledger does not hold');
+      if (total === 0) await this.d.backends.get(rec.backend).unpublish(rec);
+    }));
+  }
+
+  async path(name: unknown): Promise<string> {
+    const vname = validateVolumeName(name);
+    const rec = await this.ready(vname);
+    return rec.mountpoint;
+  }
+
+  async get(name: unknown): Promise<VolumeInfo> {
+    const vname = validateVolumeName(name);
+    const rec = await this.d.store.getVolume(vname);
+    if (!rec) throw new NotFoundError(`volume ${vname} does not exist`);
+    return this.info(rec);
+  }
+
+  async list(): Promise<VolumeSummary[]> {
+    return this.d.store.listSummaries();
+  }
+
+  async listInfo(): Promise<VolumeInfo[]> {
+    const recs = await this.d.store.listVolumes();
+    return Promise.all(recs.map((r) => this.info(r)));
+  }
+
+  /** Waits for operations in flight (graceful stop). */
+  async drain(): Promise<void> { await this.lock.idle(); }
+
+  private async ready(vname: string): Promise<VolumeRecord> {
+    const rec = await this.d.store.getVolume(vname);
+    if (!rec) throw new NotFoundError(`volume ${vname} does not exist`);
+    if (rec.state !== 'ready') throw new BusyError(`volume ${vname} is ${rec.state}; retry when that has finished`);
+    return rec;
+  }
+
+  private async info(rec: VolumeRecord): Promise<VolumeInfo> {
+    const refs = await this.d.store.mounts(rec.name);
+    const backend = this.d.backends.has(rec.backend) ? this.d.backends.get(rec.backend) : undefined;
+    const mounts = refs.reduce((n, r) => n + r.count, 0);
+    return {
+      name: rec.name, backend: rec.backend, type: backend?.type ?? 'unknown', mountpoint: rec.mountpoint,
+      createdAt: rec.createdAt, state: rec.state, spec: rec.spec, mounts, mountIds: refs.map((r) => r.id),
+      status: {
+        backend: rec.backend, type: backend?.type ?? 'unknown (not configured)', state: rec.state, mounts,
+        ...(backend ? backend.status(rec) : {}),
+      },
+    };
+  }
+
+  /** One structured log line per mutating operation: op, volume, backend, node, ms, outcome. */
+  private async op<T>(op: string, volume: string, backend: string | undefined, fn: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    try {
+      const r = await fn();
+      this.d.log.info({ op, volume, backend, node: this.d.node, ms: round(performance.now() - t0), outcome: 'ok' }, op);
+      return r;
+    } catch (e) {
+      const err = asBallastError(e);
+      this.d.log[err.code === 'Internal' ? 'error' : 'warn']({ op, volume, backend, node: this.d.node, ms: round(performance.now() - t0), outcome: err.code, err: err.message }, op);
+      throw err;
+    }
+  }
+}
+
+function round(ms: number): number { return Math.round(ms * 100) / 100; }
+
+/** Docker sends Opts as a map of strings, or null. Anything else is refused before it reaches a backend. */
+function normalizeOptions(options: unknown): Record<string, string> & { backend?: string } {
+  if (options === undefined || options === null) return {};
+  if (typeof options !== 'object' || Array.isArray(options)) throw new InvalidArgumentError('options must be a map of names to strings');
+  const out: Record<string, string> = Object.create(null);
+  const entries = Object.entries(options as Record<string, unknown>);
+  if (entries.length > MAX_OPTIONS) throw new InvalidArgumentError(`too many options (${entries.length}); at most ${MAX_OPTIONS}`);
+  for (const [k, v] of entries) {
+    if (!/^[a-zA-Z][a-zA-Z0-9_.-]{0,63}$/.test(k)) throw new InvalidArgumentError(`option name ${JSON.stringify(k.slice(0, 80))} is not valid`);
+    out[k] = assertPlainString(typeof v === 'number' || typeof v === 'boolean' ? String(v) : v, `option ${k}`, 1024);
+  }
+  return { ...out };
+}
+
+export function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+function describeSpec(spec: Readonly<Record<string, unknown>>): string {
+  return Object.entries(spec).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : String(v)}`).join(' ') || '(none)';
+}
+
+export { BallastError };

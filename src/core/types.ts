@@ -1,0 +1,47 @@
+/** Domain types shared by the core, the stores and the backends. No Docker or CSI types here. */
+
+export type VolumeState = 'creating' | 'ready' | 'removing';
+
+/** A volume as the store keeps it. `spec` is the normalized user request; `details` belong to the backend. */
+export interface VolumeRecord {
+  readonly name: string;
+  /** Name of the backend instance (config key), e.g. "block" or "fast-ssd". */
+  readonly backend: string;
+  readonly spec: Readonly<Record<string, unknown>>;
+  /** Where dockerd finds the data once mounted. */
+  readonly mountpoint: string;
+  /** RFC 3339. */
+  readonly createdAt: string;
+  readonly state: VolumeState;
+  readonly details: Readonly<Record<string, unknown>>;
+}
+
+/** What List needs, read without decoding specs. */
+export interface VolumeSummary {
+  readonly name: string;
+  readonly mountpoint: string;
+  readonly createdAt: string;
+}
+
+/** One entry of the mount ledger: a (volume, mount ID) pair with its multiplicity. */
+export interface MountRef {
+  readonly volume: string;
+  readonly id: string;
+  readonly count: number;
+  /** RFC 3339 time of the first reference. */
+  readonly since: string;
+}
+
+/** What Get and inspect return. */
+export interface VolumeInfo {
+  readonly name: string;
+  readonly backend: string;
+  readonly type: string;
+  readonly mountpoint: string;
+  readonly createdAt: string;
+  readonly state: VolumeState;
+  readonly spec: Readonly<Record<string, unknown>>;
+  readonly mounts: number;
+  readonly mountIds: readonly string[];
+  readonly status: Readonly<Record<string, unknown>>;
+}

@@ -1,0 +1,57 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { VolumeService } from '../../core/service.js';
+import type { VolumeInfo } from '../../core/types.js';
+import { acceptJsonAnyContentType, describeError, field, BODY_LIMIT } from '../http-common.js';
+
+/**
+ * The Docker Volume Plugin protocol (legacy plugins, v1.2): POST /Plugin.Activate and
+ * /VolumeDriver.{Create,Remove,Mount,Unmount,Path,Get,List,Capabilities}. A thin translator: wire
+ * types in, one VolumeService call, wire types out; errors become `{"Err": "..."}`.
+ */
+export function dockerPluginServer(service: VolumeService, log: Logger): FastifyInstance {
+  const app = Fastify({ bodyLimit: BODY_LIMIT, logger: false, return503OnClosing: true });
+  acceptJsonAnyContentType(app);
+
+  app.setErrorHandler((err, req, reply) => {
+    const { status, message } = describeError(err);
+    if (status >= 500) log.error({ route: req.url, err: message }, 'plugin request failed');
+    void reply.code(status).header('content-type', PLUGIN_CT).send({ Err: message });
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.code(404).header('content-type', PLUGIN_CT).send({ Err: `unknown endpoint ${req.method} ${req.url.slice(0, 200)}; this is a Docker volume plugin (VolumeDriver.*)` });
+  });
+  app.addHook('onSend', async (_req, reply, payload) => {
+    reply.header('content-type', PLUGIN_CT);
+    return payload;
+  });
+
+  app.post('/Plugin.Activate', async () => ({ Implements: ['VolumeDriver'] }));
+  app.post('/VolumeDriver.Capabilities', async () => ({ Capabilities: { Scope: 'local' } }));
+  app.post('/VolumeDriver.Create', async (req) => {
+    await service.create(field(req.body, 'Name'), field(req.body, 'Opts'));
+    return {};
+  });
+  app.post('/VolumeDriver.Remove', async (req) => {
+    await service.remove(field(req.body, 'Name'));
+    return {};
+  });
+  app.post('/VolumeDriver.Mount', async (req) => ({ Mountpoint: await service.mount(field(req.body, 'Name'), field(req.body, 'ID')) }));
+  app.post('/VolumeDriver.Unmount', async (req) => {
+    await service.unmount(field(req.body, 'Name'), field(req.body, 'ID'));
+    return {};
+  });
+  app.post('/VolumeDriver.Path', async (req) => ({ Mountpoint: await service.path(field(req.body, 'Name')) }));
+  app.post('/VolumeDriver.Get', async (req) => ({ Volume: toDocker(await service.get(field(req.body, 'Name'))) }));
+  app.post('/VolumeDriver.List', async () => {
+    const list = await service.list();
+    return { Volumes: list.map((v) => ({ Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.createdAt })) };
+  });
+  return app;
+}
+
+export const PLUGIN_CT = 'application/vnd.docker.plugins.v1.2+json';
+
+function toDocker(v: VolumeInfo) {
+  return { Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.createdAt, Status: v.status };
+}

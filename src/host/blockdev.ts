@@ -1,0 +1,69 @@
+import type { Exec } from './exec.js';
+
+/** Timeouts for host tools, in ms. mkfs of a large sparse image is quick; mount may wait on a journal replay. */
+export const TIMEOUTS = { probe: 15_000, mkfs: 120_000, mount: 90_000, umount: 60_000, losetup: 15_000 } as const;
+
+export interface Signature { readonly type?: string; readonly usage?: string; readonly ptType?: string }
+
+/**
+ * Low-level probe of a device or image with `blkid -p` (no cache, no udev). Returns undefined when
+ * blkid finds nothing at all (exit 2): only then may the caller format it.
+ */
+export async function probeSignature(exec: Exec, path: string): Promise<Signature | undefined> {
+  const r = await exec(['blkid', '-p', '-o', 'export', '--', path], { timeoutMs: TIMEOUTS.probe, okCodes: [0, 2] });
+  if (r.code === 2) return undefined;
+  const kv: Record<string, string> = {};
+  for (const line of r.stdout.split('\n')) {
+    const i = line.indexOf('=');
+    if (i > 0) kv[line.slice(0, i)] = line.slice(i + 1);
+  }
+  return { type: kv.TYPE, usage: kv.USAGE, ptType: kv.PTTYPE };
+}
+
+export const FSTYPES = ['ext4', 'xfs', 'btrfs'] as const;
+export type FsType = (typeof FSTYPES)[number];
+
+/** Smallest image each mkfs accepts here (xfsprogs 6.1: 300 MiB; btrfs-progs 6.2: 109 MiB). */
+export const MIN_SIZE: Record<FsType, number> = { ext4: 8 * 1024 ** 2, xfs: 300 * 1024 ** 2, btrfs: 109 * 1024 ** 2 };
+
+/**
+ * Formats a blank target. Callers must have proved it blank with probeSignature. No tool gets a
+ * force flag: mkfs.xfs and mkfs.btrfs then refuse an existing filesystem on their own.
+ */
+export async function makeFilesystem(exec: Exec, fstype: FsType, target: string, label?: string): Promise<void> {
+  const lbl = label ? label.slice(0, fstype === 'xfs' ? 12 : 16) : undefined;
+  const argv: Record<FsType, string[]> = {
+    ext4: ['mkfs.ext4', '-q', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', ...(lbl ? ['-L', lbl] : []), '--', target],
+    xfs: ['mkfs.xfs', '-q', '-K', ...(lbl ? ['-L', lbl] : []), '--', target],
+    btrfs: ['mkfs.btrfs', '-q', '-K', ...(lbl ? ['-L', lbl] : []), '--', target],
+  };
+  await exec(argv[fstype], { timeoutMs: TIMEOUTS.mkfs });
+}
+
+export interface LoopDevice { readonly name: string; readonly backFile: string; readonly autoclear: boolean }
+
+/** Loop devices backed by `file` (losetup -J -j). */
+export async function loopDevicesOf(exec: Exec, file: string): Promise<LoopDevice[]> {
+  const r = await exec(['losetup', '-J', '-O', 'NAME,BACK-FILE,AUTOCLEAR', '-j', file], { timeoutMs: TIMEOUTS.losetup });
+  if (!r.stdout.trim()) return [];
+  const j = JSON.parse(r.stdout) as { loopdevices?: { name: string; 'back-file': string; autoclear: boolean | string }[] };
+  return (j.loopdevices ?? []).map((d) => ({
+    name: d.name, backFile: d['back-file'], autoclear: d.autoclear === true || d.autoclear === '1',
+  }));
+}
+
+export async function detachLoop(exec: Exec, dev: string): Promise<void> {
+  await exec(['losetup', '-d', dev], { timeoutMs: TIMEOUTS.losetup });
+}
+
+/**
+ * Mounts an image through a loop device that the kernel frees on the last unmount (mount -o loop sets
+ * LO_FLAGS_AUTOCLEAR), so a crash between unmount and detach cannot leak a loop device.
+ */
+export async function mountImage(exec: Exec, image: string, fstype: FsType, mountpoint: string, options: readonly string[]): Promise<void> {
+  await exec(['mount', '-t', fstype, '-o', ['loop', ...options].join(','), '--', image, mountpoint], { timeoutMs: TIMEOUTS.mount });
+}
+
+export async function unmount(exec: Exec, mountpoint: string): Promise<void> {
+  await exec(['umount', '--', mountpoint], { timeoutMs: TIMEOUTS.umount });
+}

@@ -1,0 +1,41 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { loadConfig, driverName } from './index.js';
+
+test('defaults need no config file', () => {
+  const c = loadConfig({}, {});
+  assert.equal(c.root, '/var/lib/ballast');
+  assert.equal(c.socket, '/run/docker/plugins/ballast.sock');
+  assert.equal(c.adminSocket, '/var/lib/ballast/admin.sock');
+  assert.equal(c.defaultBackend, 'local');
+  assert.deepEqual(Object.keys(c.backends), ['local', 'block']);
+  assert.ok(Object.isFrozen(c) && Object.isFrozen(c.backends));
+  assert.equal(driverName(c.socket), 'ballast');
+});
+
+test('flags beat env beat file', () => {
+  const d = mkdtempSync(join(tmpdir(), 'cfg-'));
+  const f = join(d, 'c.json');
+  writeFileSync(f, JSON.stringify({ root: '/file/root', logLevel: 'warn', backends: { fast: { type: 'block', defaultFstype: 'xfs' } } }));
+  const c = loadConfig({ config: f, root: '/flag/root' }, { BALLAST_LOG_LEVEL: 'debug' });
+  assert.equal(c.root, '/flag/root');
+  assert.equal(c.logLevel, 'debug');
+  assert.equal(c.defaultBackend, 'fast');
+});
+
+test('bad config is refused with the accepted keys', () => {
+  const d = mkdtempSync(join(tmpdir(), 'cfg-'));
+  const f = join(d, 'c.json');
+  writeFileSync(f, JSON.stringify({ rooot: '/x' }));
+  assert.throws(() => loadConfig({ config: f }, {}), /unknown key "rooot".*accepted keys: root/);
+  writeFileSync(f, '{not json');
+  assert.throws(() => loadConfig({ config: f }, {}), /not valid JSON/);
+  assert.throws(() => loadConfig({ root: 'relative' }, {}), /absolute path/);
+  assert.throws(() => loadConfig({ socket: '/run/x.socket' }, {}), /must end in .sock/);
+  assert.throws(() => loadConfig({ logLevel: 'loud' }, {}), /log level/);
+  assert.throws(() => loadConfig({ dockerHost: 'tcp://1.2.3.4:2375' }, {}), /not supported/);
+  assert.throws(() => loadConfig({ config: join(d, 'missing.json') }, {}), /cannot read config file/);
+});

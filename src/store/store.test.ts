@@ -1,0 +1,75 @@
+import { test, describe, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { MemoryStore } from './memory.js';
+import { SqliteStore } from './sqlite.js';
+import type { MetadataStore } from './types.js';
+import type { VolumeRecord } from '../core/types.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ballast-store-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const rec = (name: string, extra: Partial<VolumeRecord> = {}): VolumeRecord => ({
+  name, backend: 'local', spec: { mode: 493 }, mountpoint: `/x/${name}`, createdAt: '2026-01-01T00:00:00.000Z', state: 'ready', details: {}, ...extra,
+});
+
+const impls: [string, () => MetadataStore][] = [
+  ['memory', () => new MemoryStore()],
+  ['sqlite', () => new SqliteStore(join(dir, `s${Math.random()}.db`))],
+];
+
+for (const [kind, make] of impls) {
+  describe(`${kind} store contract`, () => {
+    test('insert refuses duplicates; get, update, list, delete', async () => {
+      const s = make();
+      assert.equal(await s.insertVolume(rec('b')), true);
+      assert.equal(await s.insertVolume(rec('a')), true);
+      assert.equal(await s.insertVolume(rec('a', { backend: 'other' })), false);
+      assert.equal((await s.getVolume('a'))?.backend, 'local');
+      await s.updateVolume(rec('a', { state: 'removing', details: { k: [1, 2] } }));
+      assert.deepEqual((await s.getVolume('a'))?.details, { k: [1, 2] });
+      assert.deepEqual((await s.listVolumes()).map((v) => v.name), ['a', 'b']);
+      assert.deepEqual(await s.listSummaries(), [
+        { name: 'a', mountpoint: '/x/a', createdAt: '2026-01-01T00:00:00.000Z' },
+        { name: 'b', mountpoint: '/x/b', createdAt: '2026-01-01T00:00:00.000Z' },
+      ]);
+      await assert.rejects(s.updateVolume(rec('zzz')), /not in the store/);
+      await s.deleteVolume('a');
+      await s.deleteVolume('a');
+      assert.equal(await s.getVolume('a'), undefined);
+      await s.close();
+    });
+
+    test('the ledger is a multiset of (volume, id)', async () => {
+      const s = make();
+      await s.insertVolume(rec('v'));
+      assert.equal(await s.addMount('v', 'x'), 1);
+      assert.equal(await s.addMount('v', 'x'), 2);
+      assert.equal(await s.addMount('v', 'y'), 3);
+      assert.deepEqual((await s.mounts('v')).map((m) => [m.id, m.count]).sort(), [['x', 2], ['y', 1]]);
+      assert.deepEqual(await s.removeMount('v', 'x'), { removed: true, total: 2 });
+      assert.deepEqual(await s.removeMount('v', 'nope'), { removed: false, total: 2 });
+      assert.deepEqual(await s.removeMount('v', 'x'), { removed: true, total: 1 });
+      assert.deepEqual(await s.removeMount('v', 'x'), { removed: false, total: 1 });
+      assert.equal((await s.allMounts()).length, 1);
+      await s.deleteVolume('v');
+      assert.equal(await s.mountCount('v'), 0, 'deleting a volume drops its ledger');
+      await s.close();
+    });
+  });
+}
+
+test('sqlite keeps volumes and the ledger across reopen', async () => {
+  const file = join(dir, 'persist.db');
+  const s1 = new SqliteStore(file);
+  await s1.insertVolume(rec('db'));
+  await s1.addMount('db', 'id1');
+  await s1.addMount('db', 'id1');
+  await s1.close();
+  const s2 = new SqliteStore(file);
+  assert.equal((await s2.getVolume('db'))?.name, 'db');
+  assert.equal(await s2.mountCount('db'), 2);
+  await s2.close();
+});

@@ -109,7 +109,6 @@ async function importBusybox(host: string): Promise<void> {
     const list = await run(['/bin/busybox', '--list'], { timeoutMs: 10_000 });
     for (const a of list.stdout.split('\n').map((s) => s.trim()).filter((s) => s && s !== 'busybox')) symlinkSync('busybox', join(r, 'bin', a));
     mkdirSync(join(r, 'tmp')); mkdirSync(join(r, 'data'));
-    const tar = await run(['tar', '-C', r, '-c', '.'], { timeoutMs: 60_000 });
     const tarBuf = await tarBytes(r);
     const imp = await run([DOCKER, '-H', host, 'import', '-', 'busybox:local'], { input: tarBuf, timeoutMs: 120_000 });
     if (imp.code !== 0) throw new Error(`docker import failed: ${imp.stderr}`);

@@ -16,6 +16,9 @@ export function run(argv: string[], opts: { timeoutMs?: number; input?: string |
       clearTimeout(t);
       resolve({ code: code ?? (signal ? 128 : -1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
     });
+    // A command that exits without reading stdin (losetup, blkid) makes the write fail with EPIPE;
+    // that is not an error of the command, and unhandled it would crash the test process.
+    child.stdin!.on('error', () => { /* the exit code and stderr tell what happened */ });
     child.stdin!.end(opts.input ?? '');
   });
 }

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import type { VolumeRecord } from '../core/types.js';
 import type { Exec } from '../host/exec.js';
-import type { MountTable } from '../host/mountinfo.js';
+import type { MountEntry, MountTable } from '../host/mountinfo.js';
+import type { LoopDevice } from '../host/blockdev.js';
 
 /** What every backend gets from the composition root (constructor injection; fakes in unit tests). */
 export interface BackendContext {
@@ -10,6 +11,34 @@ export interface BackendContext {
   readonly exec: Exec;
   readonly mounts: MountTable;
   readonly log: Logger;
+  /** Fault injection for crash tests (no-op in production). */
+  readonly fault?: (point: string) => void;
+}
+
+/** The host as one reconciler pass sees it: read once per pass, not once per volume. */
+export interface HostSnapshot {
+  readonly mounts: readonly MountEntry[];
+  readonly loops: readonly LoopDevice[];
+}
+
+/** Something of a backend's on the host that no volume record accounts for. */
+export interface Orphan {
+  readonly backend: string;
+  readonly kind: 'mount' | 'loop' | 'image' | 'directory';
+  readonly path: string;
+  readonly detail: string;
+  /** Safe to clean on `ballast repair` (a stray mount or loop device); data (images, dirs) never is. */
+  readonly cleanable: boolean;
+}
+
+/** Optional ability: find and clean what a crash or a lost record left behind. */
+export interface OrphanFinder {
+  findOrphans(known: ReadonlySet<string>, snap: HostSnapshot): Promise<Orphan[]>;
+  cleanOrphan(o: Orphan): Promise<void>;
+}
+
+export function canFindOrphans(b: Backend): b is Backend & OrphanFinder {
+  return typeof (b as Partial<OrphanFinder>).findOrphans === 'function';
 }
 
 /** Accepted per-volume option, for validation and for the error that lists what is accepted. */
@@ -40,6 +69,11 @@ export interface Backend {
   deprovision(vol: VolumeRecord): Promise<void>;
   publish(vol: VolumeRecord): Promise<void>;
   unpublish(vol: VolumeRecord): Promise<void>;
+  /**
+   * Is the volume's data mounted at its mountpoint, judged from the snapshot? `always` for backends
+   * with nothing to mount (a directory is always reachable).
+   */
+  probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' | 'always';
   /** Backend facts for `docker volume inspect` Status; never secrets. */
   status(vol: VolumeRecord): Record<string, unknown>;
 }

@@ -7,6 +7,7 @@ import type { Check } from '../daemon/doctor.js';
 import { hostChecks, pluginChecks } from '../daemon/doctor.js';
 import { hostExec } from '../host/exec.js';
 import { BallastError } from '../core/errors.js';
+import type { PassReport } from '../reconciler/index.js';
 
 const program = new Command();
 program.name('ballast').description('Ballast: storage orchestrator for containers (Docker volume plugin)').version(VERSION);
@@ -107,6 +108,21 @@ program.command('doctor')
     if (o.json) console.log(JSON.stringify({ checks }, null, 2));
     else for (const c of checks) console.log(`${c.ok ? 'ok  ' : c.warn ? 'warn' : 'FAIL'}  ${c.name.padEnd(20)} ${c.detail}`);
     if (checks.some((c) => !c.ok && !c.warn)) process.exitCode = 1;
+  });
+
+program.command('repair')
+  .description('reconcile now: drop leaked references (no grace period), retry uncertain volumes, clean stray mounts and loop devices')
+  .option('--json', 'print JSON')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (o: ConfigInput & { json?: boolean }) => {
+    const r = await withProgress('repairing', clientFrom(o).call<PassReport>('POST', '/v1/repair', undefined, 600_000));
+    if (o.json) { console.log(JSON.stringify(r, null, 2)); return; }
+    for (const x of r.repairs) console.log(`repaired  ${x.kind.padEnd(22)} ${x.volume ? x.volume + ': ' : ''}${x.detail}`);
+    for (const u of r.uncertain) console.log(`uncertain ${u.volume}: ${u.error}`);
+    for (const x of r.orphans) console.log(`kept      ${x.kind.padEnd(22)} ${x.path}: ${x.detail}`);
+    if (r.docker !== 'ok') console.log(`note      leaked references not checked: ${r.docker}`);
+    console.log(`${r.repairs.length} repair(s), ${r.uncertain.length} uncertain volume(s), ${r.orphans.length} orphan(s) kept, ${r.volumes} volume(s) checked in ${r.ms} ms`);
+    if (r.uncertain.length > 0) process.exitCode = 1;
   });
 
 function table(rows: string[][]): string {

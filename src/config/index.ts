@@ -23,6 +23,12 @@ export interface Config {
   readonly backends: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
   /** Seconds a graceful stop waits for operations in flight. */
   readonly shutdownTimeoutSec: number;
+  /** Seconds between reconciler passes. */
+  readonly reconcileIntervalSec: number;
+  /** A mount reference younger than this is never taken for leaked (its container may be starting). */
+  readonly leakGraceSec: number;
+  /** Fault injection points (BALLAST_FAULT), for crash tests only. */
+  readonly faults: readonly string[];
 }
 
 export const DEFAULTS = {
@@ -33,6 +39,8 @@ export const DEFAULTS = {
   defaultBackend: 'local',
   backends: { local: { type: 'local' }, block: { type: 'block' } },
   shutdownTimeoutSec: 30,
+  reconcileIntervalSec: 15,
+  leakGraceSec: 120,
 };
 
 export interface ConfigInput {
@@ -40,7 +48,7 @@ export interface ConfigInput {
   dockerHost?: string; node?: string;
 }
 
-const FILE_KEYS = ['root', 'socket', 'adminSocket', 'logLevel', 'dockerHost', 'node', 'defaultBackend', 'backends', 'shutdownTimeoutSec'];
+const FILE_KEYS = ['root', 'socket', 'adminSocket', 'logLevel', 'dockerHost', 'node', 'defaultBackend', 'backends', 'shutdownTimeoutSec', 'reconcileIntervalSec', 'leakGraceSec'];
 
 /** Merges defaults < config file < environment < flags, validates, and freezes the result. */
 export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): Config {
@@ -67,6 +75,10 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
   const backends = (file.backends ?? DEFAULTS.backends) as Record<string, Record<string, unknown>>;
   const defaultBackend = (file.defaultBackend ?? (file.backends ? Object.keys(backends)[0] : DEFAULTS.defaultBackend)) as string;
   const shutdownTimeoutSec = (file.shutdownTimeoutSec ?? DEFAULTS.shutdownTimeoutSec) as number;
+  const num = (v: string | undefined) => (v === undefined || v === '' ? undefined : Number(v));
+  const reconcileIntervalSec = (num(env.BALLAST_RECONCILE_INTERVAL_SEC) ?? file.reconcileIntervalSec ?? DEFAULTS.reconcileIntervalSec) as number;
+  const leakGraceSec = (num(env.BALLAST_LEAK_GRACE_SEC) ?? file.leakGraceSec ?? DEFAULTS.leakGraceSec) as number;
+  const faults = (env.BALLAST_FAULT ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 
   for (const [k, v] of [['root', root], ['socket', socket], ['adminSocket', adminSocket]] as const) {
     if (typeof v !== 'string' || !isAbsolute(v) || v.includes('\0')) throw new InvalidArgumentError(`${k} must be an absolute path, got ${JSON.stringify(v)}`);
@@ -84,8 +96,13 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
   }
   if (!(defaultBackend in backends)) throw new InvalidArgumentError(`defaultBackend ${JSON.stringify(defaultBackend)} is not among the backends: ${Object.keys(backends).join(', ')}`);
   if (typeof shutdownTimeoutSec !== 'number' || !(shutdownTimeoutSec > 0 && shutdownTimeoutSec <= 600)) throw new InvalidArgumentError('shutdownTimeoutSec must be a number of seconds between 0 and 600');
+  if (typeof reconcileIntervalSec !== 'number' || !(reconcileIntervalSec >= 0.1 && reconcileIntervalSec <= 3600)) throw new InvalidArgumentError('reconcileIntervalSec must be a number of seconds between 0.1 and 3600');
+  if (typeof leakGraceSec !== 'number' || !(leakGraceSec >= 0 && leakGraceSec <= 86400)) throw new InvalidArgumentError('leakGraceSec must be a number of seconds between 0 and 86400');
 
-  return deepFreeze({ root, socket, adminSocket, logLevel, dockerHost, node, defaultBackend, backends: structuredClone(backends), shutdownTimeoutSec });
+  return deepFreeze({
+    root, socket, adminSocket, logLevel, dockerHost, node, defaultBackend, backends: structuredClone(backends), shutdownTimeoutSec,
+    reconcileIntervalSec, leakGraceSec, faults,
+  });
 }
 
 /** Driver name dockerd uses for a socket: its basename without ".sock". */

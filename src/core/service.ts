@@ -3,7 +3,7 @@ import type { MetadataStore } from '../store/types.js';
 import type { BackendRegistry } from '../backends/registry.js';
 import type { VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
 import { BallastError, BusyError, ConflictError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
-import { assertPlainString, validateMountId, validateVolumeName } from './validate.js';
+import { assertPlainString, formatSize, validateMountId, validateVolumeName } from './validate.js';
 import { KeyedLock } from './keyed-lock.js';
 
 export interface ServiceDeps {
@@ -13,6 +13,8 @@ export interface ServiceDeps {
   readonly node: string;
   readonly defaultBackend: string;
   readonly now?: () => Date;
+  /** Fault injection for crash tests: called at each named step; kills the process at the chosen one. */
+  readonly fault?: (point: string) => void;
 }
 
 const MAX_OPTIONS = 64;
@@ -31,10 +33,15 @@ const MAX_OPTIONS = 64;
 export class VolumeService {
   private readonly lock = new KeyedLock();
   private readonly now: () => Date;
+  private readonly fault: (point: string) => void;
 
   constructor(private readonly d: ServiceDeps) {
     this.now = d.now ?? (() => new Date());
+    this.fault = d.fault ?? (() => undefined);
   }
+
+  /** Runs fn with the volume's lock held (the reconciler uses this so it never races an operation). */
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T> { return this.lock.run(name, fn); }
 
   async create(name: unknown, options: unknown): Promise<VolumeInfo> {
     const vname = validateVolumeName(name);
@@ -59,6 +66,7 @@ export class VolumeService {
         createdAt: this.now().toISOString(), state: 'creating', details: {},
       };
       if (!(await this.d.store.insertVolume(rec))) throw new ConflictError(`volume ${vname} was created concurrently; retry`);
+      this.fault('create.recorded');
       try {
         return this.info(await this.finishCreate(rec));
       } catch (e) {
@@ -72,6 +80,7 @@ export class VolumeService {
 
   private async finishCreate(rec: VolumeRecord): Promise<VolumeRecord> {
     const details = await this.d.backends.get(rec.backend).provision(rec);
+    this.fault('create.provisioned');
     const ready: VolumeRecord = { ...rec, details, state: 'ready' };
     await this.d.store.updateVolume(ready);
     return ready;
@@ -87,11 +96,18 @@ export class VolumeService {
         const ids = refs.map((r) => `${r.id.slice(0, 12)} (x${r.count}, since ${r.since})`).join(', ');
         throw new BusyError(`volume ${vname} is in use by ${refs.length} mount${refs.length > 1 ? 's' : ''}: ${ids}; stop the containers using it first`);
       }
+      if (rec.state === 'damaged') throw new BusyError(damagedMessage(rec));
       const backend = this.d.backends.get(rec.backend);
       await this.d.store.updateVolume({ ...rec, state: 'removing' });
-      await backend.deprovision(rec);
-      await this.d.store.deleteVolume(vname);
+      this.fault('remove.marked');
+      await this.finishRemove(rec);
     }));
+  }
+
+  private async finishRemove(rec: VolumeRecord): Promise<void> {
+    await this.d.backends.get(rec.backend).deprovision(rec);
+    this.fault('remove.deprovisioned');
+    await this.d.store.deleteVolume(rec.name);
   }
 
   async mount(name: unknown, id: unknown): Promise<string> {
@@ -100,10 +116,20 @@ export class VolumeService {
     return this.op('mount', vname, undefined, () => this.lock.run(vname, async () => {
       const rec = await this.ready(vname);
       const backend = this.d.backends.get(rec.backend);
-      // Publish is idempotent and reads the real mount table, so a volume unmounted behind our back
-      // (or never mounted after a restart) is mounted again even when the ledger has references.
-      await backend.publish(rec);
-      await this.d.store.addMount(vname, mid);
+      // Journal first: a crash before the ledger commit leaves this intent, and recovery rolls it back.
+      const op = await this.d.store.beginOp({ volume: vname, op: 'mount', mountId: mid });
+      this.fault('mount.intent');
+      try {
+        // Publish is idempotent and reads the real mount table, so a volume unmounted behind our back
+        // (or never mounted after a restart) is mounted again even when the ledger has references.
+        await backend.publish(rec);
+      } catch (e) {
+        await this.d.store.endOp(op);
+        throw e;
+      }
+      this.fault('mount.published');
+      await this.d.store.addMount(vname, mid, op); // ledger entry and end of journal in one transaction
+      this.fault('mount.ledger');
       return rec.mountpoint;
     }));
   }
@@ -114,10 +140,69 @@ export class VolumeService {
     await this.op('unmount', vname, undefined, () => this.lock.run(vname, async () => {
       const rec = await this.d.store.getVolume(vname);
       if (!rec) return;
-      const { removed, total } = await this.d.store.removeMount(vname, mid);
-      if (!removed) this.d.log.warn({ volume: vname, mountId: mid }, 'unmount for a mount ID the ledger does not hold');
-      if (total === 0) await this.d.backends.get(rec.backend).unpublish(rec);
+      await this.dropReference(rec, mid, 'unmount');
     }));
+  }
+
+  /**
+   * Drops one reference and unpublishes on the last. The caller holds the volume's lock. The intent is
+   * journaled first; a crash after the ledger change is rolled forward on the next start.
+   */
+  async dropReference(rec: VolumeRecord, mid: string, why: string): Promise<{ removed: boolean; total: number }> {
+    const op = await this.d.store.beginOp({ volume: rec.name, op: 'unmount', mountId: mid });
+    this.fault('unmount.intent');
+    try {
+      const r = await this.d.store.removeMount(rec.name, mid);
+      if (!r.removed) this.d.log.warn({ volume: rec.name, mountId: mid, why }, 'unmount for a mount ID the ledger does not hold');
+      this.fault('unmount.ledger');
+      if (r.total === 0 && rec.state !== 'damaged') await this.d.backends.get(rec.backend).unpublish(rec);
+      this.fault('unmount.unpublished');
+      return r;
+    } finally {
+      await this.d.store.endOp(op);
+    }
+  }
+
+  /**
+   * Start-up recovery of operations a crash interrupted, before anything is served: creates and
+   * removes are rolled forward (each step is idempotent); journaled mounts are rolled back (their
+   * ledger entry was never committed) and unmounts rolled forward. The reconciler then makes the
+   * host match the ledger. Returns what it did, one line per operation.
+   */
+  async recover(): Promise<{ volume: string; action: string; ok: boolean; error?: string }[]> {
+    const out: { volume: string; action: string; ok: boolean; error?: string }[] = [];
+    for (const op of await this.d.store.pendingOps()) {
+      await this.lock.run(op.volume, async () => {
+        const rec = await this.d.store.getVolume(op.volume);
+        const action = op.op === 'mount' ? 'roll back interrupted mount' : 'roll forward interrupted unmount';
+        try {
+          if (rec && op.op === 'unmount') {
+            const total = await this.d.store.mountCount(rec.name);
+            if (total === 0 && rec.state === 'ready') await this.d.backends.get(rec.backend).unpublish(rec);
+          }
+          // For a mount: the ledger entry commits together with the end of the journal entry, so an
+          // open entry means no reference was added; the reconciler unpublishes if nothing else uses it.
+          await this.d.store.endOp(op.id);
+          out.push({ volume: op.volume, action, ok: true });
+        } catch (e) {
+          out.push({ volume: op.volume, action, ok: false, error: (e as Error).message });
+        }
+      });
+    }
+    for (const rec of await this.d.store.listVolumes()) {
+      if (rec.state !== 'creating' && rec.state !== 'removing') continue;
+      await this.lock.run(rec.name, async () => {
+        const action = rec.state === 'creating' ? 'roll forward interrupted create' : 'roll forward interrupted remove';
+        try {
+          if (rec.state === 'creating') await this.finishCreate(rec); else await this.finishRemove(rec);
+          out.push({ volume: rec.name, action, ok: true });
+        } catch (e) {
+          out.push({ volume: rec.name, action, ok: false, error: (e as Error).message });
+        }
+      });
+    }
+    for (const r of out) this.d.log[r.ok ? 'info' : 'error']({ op: 'recover', volume: r.volume, node: this.d.node, action: r.action, outcome: r.ok ? 'ok' : 'Internal', err: r.error }, 'recover');
+    return out;
   }
 
   async path(name: unknown): Promise<string> {
@@ -148,6 +233,7 @@ export class VolumeService {
   private async ready(vname: string): Promise<VolumeRecord> {
     const rec = await this.d.store.getVolume(vname);
     if (!rec) throw new NotFoundError(`volume ${vname} does not exist`);
+    if (rec.state === 'damaged') throw new BusyError(damagedMessage(rec));
     if (rec.state !== 'ready') throw new BusyError(`volume ${vname} is ${rec.state}; retry when that has finished`);
     return rec;
   }
@@ -156,6 +242,13 @@ export class VolumeService {
     const refs = await this.d.store.mounts(rec.name);
     const backend = this.d.backends.has(rec.backend) ? this.d.backends.get(rec.backend) : undefined;
     const mounts = refs.reduce((n, r) => n + r.count, 0);
+    if (rec.state === 'damaged') {
+      return {
+        name: rec.name, backend: rec.backend, type: backend?.type ?? 'unknown', mountpoint: rec.mountpoint, createdAt: rec.createdAt,
+        state: rec.state, spec: {}, mounts, mountIds: refs.map((r) => r.id),
+        status: { backend: rec.backend, state: 'damaged', mounts, error: damagedMessage(rec) },
+      };
+    }
     return {
       name: rec.name, backend: rec.backend, type: backend?.type ?? 'unknown', mountpoint: rec.mountpoint,
       createdAt: rec.createdAt, state: rec.state, spec: rec.spec, mounts, mountIds: refs.map((r) => r.id),
@@ -179,6 +272,10 @@ export class VolumeService {
       throw err;
     }
   }
+}
+
+function damagedMessage(rec: VolumeRecord): string {
+  return `the stored record of volume ${rec.name} is damaged (${String(rec.details.damage ?? 'unreadable')}); Ballast will not mount, format or delete it. Its data is untouched; see ballast doctor`;
 }
 
 function round(ms: number): number { return Math.round(ms * 100) / 100; }
@@ -206,7 +303,10 @@ export function stableJson(v: unknown): string {
 }
 
 function describeSpec(spec: Readonly<Record<string, unknown>>): string {
-  return Object.entries(spec).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : String(v)}`).join(' ') || '(none)';
+  return Object.entries(spec)
+    .filter(([, v]) => !(Array.isArray(v) && v.length === 0))
+    .map(([k, v]) => `${k}=${k === 'size' && typeof v === 'number' ? formatSize(v) : k === 'mode' && typeof v === 'number' ? '0' + v.toString(8) : Array.isArray(v) ? v.join(',') : String(v)}`)
+    .join(' ') || '(none)';
 }
 
 export { BallastError };

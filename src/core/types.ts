@@ -1,6 +1,7 @@
 /** Domain types shared by the core, the stores and the backends. No Docker or CSI types here. */
 
-export type VolumeState = 'creating' | 'ready' | 'removing';
+/** `damaged`: the stored record could not be read; the volume is reported and never touched. */
+export type VolumeState = 'creating' | 'ready' | 'removing' | 'damaged';
 
 /** A volume as the store keeps it. `spec` is the normalized user request; `details` belong to the backend. */
 export interface VolumeRecord {
@@ -44,4 +45,13 @@ export interface VolumeInfo {
   readonly mounts: number;
   readonly mountIds: readonly string[];
   readonly status: Readonly<Record<string, unknown>>;
+}
+
+/** A journaled operation: its intent is stored before its first step and removed after its last. */
+export interface OpRecord {
+  readonly id: number;
+  readonly volume: string;
+  readonly op: 'mount' | 'unmount';
+  readonly mountId: string;
+  readonly startedAt: string;
 }

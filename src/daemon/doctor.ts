@@ -3,6 +3,7 @@ import { delimiter, join } from 'node:path';
 import type { Exec } from '../host/exec.js';
 import { unixRequest, dockerSocketPath } from '../host/unix-http.js';
 import { driverName } from '../config/index.js';
+import type { PassReport } from '../reconciler/index.js';
 
 export interface Check { readonly name: string; readonly ok: boolean; readonly detail: string; readonly warn?: boolean }
 
@@ -62,5 +63,35 @@ export async function pluginChecks(socket: string, dockerHost: string): Promise<
   } catch (e) {
     out.push({ name: 'dockerd sees plugin', ok: false, warn: true, detail: `no Docker engine reachable at ${dockerHost}: ${(e as Error).message}` });
   }
+  return out;
+}
+
+/** What the reconciler found: uncertain volumes, leaked references, orphans, and the Docker API it needs. */
+export function reconcilerChecks(r: PassReport, counters: Record<string, number>): Check[] {
+  const out: Check[] = [];
+  out.push({
+    name: 'uncertain volumes', ok: r.uncertain.length === 0,
+    detail: r.uncertain.length === 0 ? 'none' : r.uncertain.map((u) => `${u.volume}: ${u.error} (attempt ${u.attempts}, next ${u.nextTry})`).join('; '),
+  });
+  const waiting = r.leaked.filter((l) => !l.dropped);
+  out.push({
+    name: 'leaked references', ok: waiting.length === 0, warn: waiting.length > 0,
+    detail: waiting.length === 0 ? `none (${counters['leaked-reference'] ?? 0} dropped since start)` : `${waiting.map((l) => `${l.volume}/${l.id.slice(0, 12)} since ${l.since}`).join(', ')}: no running container uses them; they are dropped after the grace period, or now with ballast repair`,
+  });
+  out.push({
+    name: 'leak detection', ok: r.docker === 'ok', warn: r.docker !== 'ok',
+    detail: r.docker === 'ok' ? 'the Docker engine API answers; references no container owns are dropped' : `off: ${r.docker}. Ballast cannot tell leaked references from live ones, so it drops none`,
+  });
+  const stray = r.orphans.filter((o) => o.cleanable);
+  const kept = r.orphans.filter((o) => !o.cleanable);
+  out.push({
+    name: 'orphan mounts/loops', ok: stray.length === 0, warn: stray.length > 0,
+    detail: stray.length === 0 ? 'none' : `${stray.map((o) => `${o.kind} ${o.path} (${o.detail})`).join('; ')}; ballast repair cleans them`,
+  });
+  out.push({
+    name: 'orphan data', ok: kept.length === 0, warn: kept.length > 0,
+    detail: kept.length === 0 ? 'none' : kept.map((o) => `${o.kind} ${o.path}: ${o.detail}`).join('; '),
+  });
+  out.push({ name: 'repairs since start', ok: true, detail: Object.entries(counters).map(([k, v]) => `${k}=${v}`).join(' ') });
   return out;
 }

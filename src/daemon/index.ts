@@ -14,15 +14,22 @@ import { ProcMountTable, type MountTable } from '../host/mountinfo.js';
 import { prepareSocketPath, restrictSocket } from '../host/socket.js';
 import { dockerPluginServer } from '../frontends/docker-plugin/server.js';
 import { adminServer } from '../frontends/admin/server.js';
-import { hostChecks, pluginChecks } from './doctor.js';
+import { hostChecks, pluginChecks, reconcilerChecks } from './doctor.js';
 import { UnavailableError } from '../core/errors.js';
+import { faultInjector } from '../core/faults.js';
+import { Reconciler } from '../reconciler/index.js';
+import { DockerEngineApi, type DockerApi } from '../host/docker-api.js';
+import { allLoopDevices } from '../host/blockdev.js';
 
 export const VERSION = '0.1.0';
 
-export interface DaemonOverrides { exec?: Exec; mounts?: MountTable; log?: Logger; store?: MetadataStore }
+export interface DaemonOverrides { exec?: Exec; mounts?: MountTable; log?: Logger; store?: MetadataStore; docker?: DockerApi | null }
 
 export interface RunningDaemon {
   readonly service: VolumeService;
+  readonly reconciler: Reconciler;
+  /** Milliseconds from start until the socket served, and the start-up recovery + reconcile report. */
+  readonly startup: { readonly serveMs: number; readonly recovered: number; readonly repairs: number };
   readonly config: Config;
   readonly log: Logger;
   /** Graceful stop: stop accepting, let operations finish (bounded), keep mounts, remove sockets. */
@@ -38,16 +45,31 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const pidFile = join(config.root, 'ballast.pid');
   await claimPidFile(pidFile);
 
+  const t0 = performance.now();
+  const fault = faultInjector(config.faults);
   const store = o.store ?? new SqliteStore(join(config.root, 'ballast.db'));
   const backends = new BackendRegistry().registerType(localFactory).registerType(blockFactory)
-    .instantiate(config.backends, { root: config.root, exec, mounts, log });
-  const service = new VolumeService({ store, backends, log, node: config.node, defaultBackend: config.defaultBackend });
+    .instantiate(config.backends, { root: config.root, exec, mounts, log, fault });
+  const service = new VolumeService({ store, backends, log, node: config.node, defaultBackend: config.defaultBackend, fault });
+  const docker = o.docker === null ? undefined : (o.docker ?? new DockerEngineApi(config.dockerHost, 3000));
+  const reconciler = new Reconciler({
+    service, store, backends, mounts, loops: () => allLoopDevices(exec), docker, driver: driverName(config.socket), log, node: config.node,
+    leakGraceMs: config.leakGraceSec * 1000, intervalMs: config.reconcileIntervalSec * 1000,
+  });
+
+  // Before serving: finish or undo what a crash interrupted, then make the host match the ledger.
+  const recovered = await service.recover();
+  const first = await reconciler.runOnce({ checkDocker: true });
 
   const startedAt = new Date().toISOString();
   const admin = adminServer({
     service, log,
     health: () => ({ ok: true, version: VERSION, node: config.node, root: config.root, socket: config.socket, driver: driverName(config.socket), backends: backends.names(), startedAt, pid: process.pid }),
-    doctor: async () => ({ checks: [...(await hostChecks(exec)), ...(await pluginChecks(config.socket, config.dockerHost))] }),
+    doctor: async () => ({
+      checks: [...(await hostChecks(exec)), ...(await pluginChecks(config.socket, config.dockerHost)), ...reconcilerChecks(await reconciler.runOnce({ checkDocker: true }), reconciler.status().counters)],
+    }),
+    reconcile: () => reconciler.status(),
+    repair: () => reconciler.runOnce({ repair: true, checkDocker: true }),
   });
   const plugin = dockerPluginServer(service, log);
 
@@ -57,11 +79,21 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   await prepareSocketPath(config.socket);
   await plugin.listen({ path: config.socket });
   await restrictSocket(config.socket);
-  log.info({ socket: config.socket, adminSocket: config.adminSocket, root: config.root, driver: driverName(config.socket), backends: backends.names(), version: VERSION }, 'ballast serving');
+  const serveMs = Math.round(performance.now() - t0);
+  log.info({ socket: config.socket, adminSocket: config.adminSocket, root: config.root, driver: driverName(config.socket), backends: backends.names(), version: VERSION, serveMs, recovered: recovered.length, repairs: first.repairs.length }, 'ballast serving');
+  reconciler.start();
+  // Swarm schedules onto a legacy plugin only once dockerd has activated it; a volume list does that.
+  if (docker) {
+    void docker.listVolumes().then(
+      () => log.info({ dockerHost: config.dockerHost }, 'asked dockerd to activate the plugin'),
+      (e) => log.warn({ dockerHost: config.dockerHost, err: String((e as Error).message) }, 'could not ask dockerd to activate the plugin'),
+    );
+  }
 
   let stopping: Promise<void> | undefined;
   const stop = (reason = 'stop') => (stopping ??= (async () => {
     log.info({ reason }, 'ballast stopping; mounts stay in place');
+    await reconciler.stop();
     const closing = Promise.allSettled([plugin.close(), admin.close()]);
     const drained = await Promise.race([
       service.drain().then(() => true),
@@ -75,7 +107,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
     await rm(pidFile, { force: true });
     log.info('ballast stopped');
   })());
-  return { service, config, log, stop };
+  return { service, reconciler, config, log, stop, startup: { serveMs, recovered: recovered.length, repairs: first.repairs.length } };
 }
 
 async function claimPidFile(file: string): Promise<void> {

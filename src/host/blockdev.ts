@@ -52,6 +52,16 @@ export async function loopDevicesOf(exec: Exec, file: string): Promise<LoopDevic
   }));
 }
 
+/** Every loop device on the host (losetup -J -l). */
+export async function allLoopDevices(exec: Exec): Promise<LoopDevice[]> {
+  const r = await exec(['losetup', '-J', '-l', '-O', 'NAME,BACK-FILE,AUTOCLEAR'], { timeoutMs: TIMEOUTS.losetup });
+  if (!r.stdout.trim()) return [];
+  const j = JSON.parse(r.stdout) as { loopdevices?: { name: string; 'back-file': string | null; autoclear: boolean | string }[] };
+  return (j.loopdevices ?? []).map((d) => ({
+    name: d.name, backFile: (d['back-file'] ?? '').replace(/ \(deleted\)$/, ''), autoclear: d.autoclear === true || d.autoclear === '1',
+  }));
+}
+
 export async function detachLoop(exec: Exec, dev: string): Promise<void> {
   await exec(['losetup', '-d', dev], { timeoutMs: TIMEOUTS.losetup });
 }

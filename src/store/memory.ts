@@ -1,10 +1,12 @@
 import type { MetadataStore } from './types.js';
-import type { MountRef, VolumeRecord, VolumeSummary } from '../core/types.js';
+import type { MountRef, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
 
 /** In-memory store for unit tests of the layers above; same contract as SqliteStore. */
 export class MemoryStore implements MetadataStore {
   private readonly volumes = new Map<string, VolumeRecord>();
   private readonly ledger = new Map<string, Map<string, { count: number; since: string }>>();
+  private readonly ops = new Map<number, OpRecord>();
+  private nextOp = 1;
 
   async getVolume(name: string) { const v = this.volumes.get(name); return v && structuredClone(v); }
   async listVolumes() { return [...this.volumes.values()].sort(byName).map((v) => structuredClone(v)); }
@@ -21,7 +23,8 @@ export class MemoryStore implements MetadataStore {
     this.volumes.set(rec.name, structuredClone(rec));
   }
   async deleteVolume(name: string) { this.volumes.delete(name); this.ledger.delete(name); }
-  async addMount(volume: string, id: string) {
+  async addMount(volume: string, id: string, endOp?: number) {
+    if (endOp !== undefined) this.ops.delete(endOp);
     let m = this.ledger.get(volume);
     if (!m) this.ledger.set(volume, (m = new Map()));
     const e = m.get(id);
@@ -45,6 +48,13 @@ export class MemoryStore implements MetadataStore {
     return out;
   }
   async mountCount(volume: string) { return this.total(volume); }
+  async beginOp(op: Omit<OpRecord, 'id' | 'startedAt'>) {
+    const id = this.nextOp++;
+    this.ops.set(id, { ...op, id, startedAt: new Date().toISOString() });
+    return id;
+  }
+  async endOp(id: number) { this.ops.delete(id); }
+  async pendingOps() { return [...this.ops.values()]; }
   async close() {}
   private total(volume: string) {
     let t = 0;

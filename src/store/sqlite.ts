@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import type { MetadataStore } from './types.js';
-import type { MountRef, VolumeRecord, VolumeSummary, VolumeState } from '../core/types.js';
+import type { MountRef, OpRecord, VolumeRecord, VolumeSummary, VolumeState } from '../core/types.js';
 
 interface VolumeRow {
   name: string; backend: string; spec: string; mountpoint: string; created_at: string; state: string; details: string;
@@ -24,6 +24,13 @@ CREATE TABLE IF NOT EXISTS mounts (
   since TEXT NOT NULL,
   PRIMARY KEY (volume, mount_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ops (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  volume TEXT NOT NULL,
+  op TEXT NOT NULL,
+  mount_id TEXT NOT NULL,
+  started_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 `;
 const SCHEMA_VERSION = '1';
@@ -32,6 +39,9 @@ const SCHEMA_VERSION = '1';
 export class SqliteStore implements MetadataStore {
   private readonly db: Database.Database;
   private readonly q;
+  /** Writes to `volumes` through this connection; with PRAGMA data_version it dates the summary cache. */
+  private volumeWrites = 0;
+  private summaryCache?: { writes: number; dataVersion: number; list: VolumeSummary[] };
 
   constructor(file: string) {
     this.db = new Database(file);
@@ -47,6 +57,7 @@ export class SqliteStore implements MetadataStore {
       get: db.prepare('SELECT * FROM volumes WHERE name = ?'),
       list: db.prepare('SELECT * FROM volumes ORDER BY name'),
       summaries: db.prepare('SELECT name, mountpoint, created_at FROM volumes ORDER BY name').raw(true),
+      dataVersion: db.prepare('PRAGMA data_version').pluck(),
       insert: db.prepare('INSERT OR IGNORE INTO volumes (name, backend, spec, mountpoint, created_at, state, details) VALUES (@name, @backend, @spec, @mountpoint, @created_at, @state, @details)'),
       update: db.prepare('UPDATE volumes SET backend=@backend, spec=@spec, mountpoint=@mountpoint, created_at=@created_at, state=@state, details=@details WHERE name=@name'),
       del: db.prepare('DELETE FROM volumes WHERE name = ?'),
@@ -58,6 +69,9 @@ export class SqliteStore implements MetadataStore {
       total: db.prepare('SELECT COALESCE(SUM(count), 0) FROM mounts WHERE volume = ?').pluck(),
       mounts: db.prepare('SELECT * FROM mounts WHERE volume = ? ORDER BY since, mount_id'),
       allMounts: db.prepare('SELECT * FROM mounts ORDER BY volume, since, mount_id'),
+      beginOp: db.prepare('INSERT INTO ops (volume, op, mount_id, started_at) VALUES (?, ?, ?, ?)'),
+      endOp: db.prepare('DELETE FROM ops WHERE id = ?'),
+      pendingOps: db.prepare('SELECT * FROM ops ORDER BY id'),
     };
   }
 
@@ -68,27 +82,44 @@ export class SqliteStore implements MetadataStore {
   async listVolumes(): Promise<VolumeRecord[]> {
     return (this.q.list.all() as VolumeRow[]).map(fromRow);
   }
+  /**
+   * dockerd calls List often, and with 10,000 volumes decoding the rows is most of its cost, while
+   * the rows change only on create and remove. The decoded summaries are kept until a write to
+   * `volumes` through this connection, or a commit by any other connection (PRAGMA data_version),
+   * makes them stale. The array and its elements are frozen and shared between callers, and stay
+   * the same object while nothing changed (the plugin frontend reuses its encoded List for it).
+   */
   async listSummaries(): Promise<VolumeSummary[]> {
-    return (this.q.summaries.all() as [string, string, string][]).map(([name, mountpoint, createdAt]) => ({ name, mountpoint, createdAt }));
+    const dataVersion = this.q.dataVersion.get() as number;
+    const c = this.summaryCache;
+    if (c && c.writes === this.volumeWrites && c.dataVersion === dataVersion) return c.list;
+    const list = (this.q.summaries.all() as [string, string, string][])
+      .map(([name, mountpoint, createdAt]) => Object.freeze({ name, mountpoint, createdAt }));
+    this.summaryCache = { writes: this.volumeWrites, dataVersion, list: Object.freeze(list) as VolumeSummary[] };
+    return this.summaryCache.list;
   }
   async insertVolume(rec: VolumeRecord): Promise<boolean> {
+    this.volumeWrites++;
     return this.q.insert.run(toRow(rec)).changes === 1;
   }
   async updateVolume(rec: VolumeRecord): Promise<void> {
+    this.volumeWrites++;
     const r = this.q.update.run(toRow(rec));
     if (r.changes !== 1) throw new Error(`volume ${rec.name} is not in the store`);
   }
   private readonly deleteTx = (name: string) => this.db.transaction(() => {
+    this.volumeWrites++;
     this.q.delMounts.run(name);
     this.q.del.run(name);
   })();
   async deleteVolume(name: string): Promise<void> { this.deleteTx(name); }
 
-  private readonly addTx = (volume: string, id: string): number => this.db.transaction(() => {
+  private readonly addTx = (volume: string, id: string, endOp?: number): number => this.db.transaction(() => {
     this.q.addMount.run(volume, id, new Date().toISOString());
+    if (endOp !== undefined) this.q.endOp.run(endOp);
     return this.q.total.get(volume) as number;
   })();
-  async addMount(volume: string, id: string): Promise<number> { return this.addTx(volume, id); }
+  async addMount(volume: string, id: string, endOp?: number): Promise<number> { return this.addTx(volume, id, endOp); }
 
   private readonly removeTx = (volume: string, id: string) => this.db.transaction(() => {
     const c = this.q.getMount.get(volume, id) as number | undefined;
@@ -102,14 +133,33 @@ export class SqliteStore implements MetadataStore {
   async allMounts(): Promise<MountRef[]> { return (this.q.allMounts.all() as MountRow[]).map(fromMountRow); }
   async mountCount(volume: string): Promise<number> { return this.q.total.get(volume) as number; }
 
+  async beginOp(op: Omit<OpRecord, 'id' | 'startedAt'>): Promise<number> {
+    return Number(this.q.beginOp.run(op.volume, op.op, op.mountId, new Date().toISOString()).lastInsertRowid);
+  }
+  async endOp(id: number): Promise<void> { this.q.endOp.run(id); }
+  async pendingOps(): Promise<OpRecord[]> {
+    return (this.q.pendingOps.all() as { id: number; volume: string; op: string; mount_id: string; started_at: string }[])
+      .map((r) => ({ id: r.id, volume: r.volume, op: r.op as OpRecord['op'], mountId: r.mount_id, startedAt: r.started_at }));
+  }
+
   async close(): Promise<void> { if (this.db.open) this.db.close(); }
 }
 
+const STATES: readonly string[] = ['creating', 'ready', 'removing'];
+
+/** A row that does not decode (damaged by hand or by a disk) becomes a `damaged` record, never an exception. */
 function fromRow(r: VolumeRow): VolumeRecord {
-  return {
-    name: r.name, backend: r.backend, spec: JSON.parse(r.spec), mountpoint: r.mountpoint,
-    createdAt: r.created_at, state: r.state as VolumeState, details: JSON.parse(r.details),
-  };
+  try {
+    const spec = JSON.parse(r.spec);
+    const details = JSON.parse(r.details);
+    if (!spec || typeof spec !== 'object' || !details || typeof details !== 'object' || !STATES.includes(r.state)) throw new Error('bad shape');
+    return { name: r.name, backend: r.backend, spec, mountpoint: r.mountpoint, createdAt: r.created_at, state: r.state as VolumeState, details };
+  } catch (e) {
+    return {
+      name: r.name, backend: r.backend, spec: {}, mountpoint: r.mountpoint, createdAt: r.created_at, state: 'damaged',
+      details: { damage: `the stored record does not decode (${(e as Error).message}): state=${JSON.stringify(r.state)}` },
+    };
+  }
 }
 function toRow(v: VolumeRecord): VolumeRow {
   return {

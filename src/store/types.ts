@@ -1,4 +1,4 @@
-import type { MountRef, VolumeRecord, VolumeSummary } from '../core/types.js';
+import type { MountRef, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
 
 /**
  * Metadata store: volume records and the mount ledger. Two real implementations: SQLite (embedded
@@ -16,13 +16,22 @@ export interface MetadataStore {
   /** Deletes the record and its ledger entries; absent is fine. */
   deleteVolume(name: string): Promise<void>;
 
-  /** Adds one reference for (volume, id); returns the volume's total references. */
-  addMount(volume: string, id: string): Promise<number>;
+  /**
+   * Adds one reference for (volume, id); returns the volume's total references. When `endOp` is
+   * given, that journal entry is closed in the same transaction.
+   */
+  addMount(volume: string, id: string, endOp?: number): Promise<number>;
   /** Removes one reference for (volume, id) if present; returns whether it was there and the total left. */
   removeMount(volume: string, id: string): Promise<{ removed: boolean; total: number }>;
   mounts(volume: string): Promise<MountRef[]>;
   allMounts(): Promise<MountRef[]>;
   mountCount(volume: string): Promise<number>;
+
+  /** Journal: records the intent of a multi-step operation before its first step; returns its id. */
+  beginOp(op: Omit<OpRecord, 'id' | 'startedAt'>): Promise<number>;
+  endOp(id: number): Promise<void>;
+  /** Operations that began and never ended: a crash happened between their steps. */
+  pendingOps(): Promise<OpRecord[]>;
 
   close(): Promise<void>;
 }

@@ -48,6 +48,7 @@ export class FakeBackend implements Backend {
     this.published.add(v.name);
   }
   async unpublish(v: VolumeRecord) { await this.step('unpublish', v.name); this.published.delete(v.name); }
+  probe(v: VolumeRecord): 'mounted' | 'unmounted' { return this.published.has(v.name) ? 'mounted' : 'unmounted'; }
   status(v: VolumeRecord) { return { color: v.spec.color }; }
 }
 

@@ -25,7 +25,7 @@ const call = async (method: string, body?: unknown, raw?: string | Buffer, heade
 
 before(async () => {
   const config = loadConfig({ root, socket, logLevel: 'silent' }, {});
-  d = await startDaemon(config, { log: pino({ level: 'silent' }) });
+  d = await startDaemon(config, { log: pino({ level: 'silent' }), docker: null });
 });
 after(async () => {
   await d.stop();
@@ -74,7 +74,7 @@ describe('protocol', () => {
     assert.deepEqual((await call('VolumeDriver.Create', { Name: 'idem', Opts: { mode: '755' } })).body, {});
     assert.deepEqual((await call('VolumeDriver.Create', { Name: 'idem', Opts: { mode: '0755' } })).body, {});
     const r = await call('VolumeDriver.Create', { Name: 'idem', Opts: { mode: '0700' } });
-    assert.match(r.body.Err, /volume idem already exists with backend local and options mode=493; remove it first/);
+    assert.match(r.body.Err, /volume idem already exists with backend local and options mode=0755; remove it first/);
     await call('VolumeDriver.Remove', { Name: 'idem' });
   });
 });

@@ -1,6 +1,6 @@
-import { mkdir, open, rm, rmdir, stat, statfs } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import type { Backend, BackendContext, BackendFactory, OptionDoc } from '../types.js';
+import { mkdir, open, readdir, rm, rmdir, stat, statfs } from 'node:fs/promises';
+import { dirname, basename } from 'node:path';
+import type { Backend, BackendContext, BackendFactory, HostSnapshot, OptionDoc, Orphan, OrphanFinder } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { InternalError, InvalidArgumentError } from '../../core/errors.js';
 import { formatSize, parseSize } from '../../core/validate.js';
@@ -28,7 +28,7 @@ interface BlockSpec { size: number; fstype: FsType; mountopts: string[] }
  * host through an autoclear loop device. Not shareable across hosts (one kernel owns the filesystem);
  * containers on this host share the one mount.
  */
-export class BlockBackend implements Backend {
+export class BlockBackend implements Backend, OrphanFinder {
   readonly type = 'block';
   readonly shareable = false;
   readonly optionDocs = OPTIONS;
@@ -92,6 +92,7 @@ export class BlockBackend implements Backend {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       adopted = true; // a retry after a crash, or an image left behind: never truncate or format what is there
     }
+    this.ctx.fault?.('block.image-created');
     const sig = await probeSignature(this.ctx.exec, image);
     if (!sig) {
       try {
@@ -148,6 +149,41 @@ export class BlockBackend implements Backend {
         if (!(await this.isMountedSource(d.name))) await detachLoop(this.ctx.exec, d.name).catch(() => undefined);
       }
     }
+  }
+
+  probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
+    const mp = this.mountpointFor(vol.name);
+    return snap.mounts.some((m) => m.mountpoint === mp) ? 'mounted' : 'unmounted';
+  }
+
+  async findOrphans(known: ReadonlySet<string>, snap: HostSnapshot): Promise<Orphan[]> {
+    const out: Orphan[] = [];
+    const prefix = this.mountDir + '/';
+    for (const m of snap.mounts) {
+      if (m.mountpoint.startsWith(prefix) && !known.has(m.mountpoint.slice(prefix.length))) {
+        out.push({ backend: this.name, kind: 'mount', path: m.mountpoint, cleanable: true, detail: `${m.source} (${m.fstype}) is mounted here but no volume record names it` });
+      }
+    }
+    const imgPrefix = this.imageDir + '/';
+    const sources = new Set(snap.mounts.map((m) => m.source));
+    for (const l of snap.loops) {
+      if (l.backFile.startsWith(imgPrefix) && !sources.has(l.name)) {
+        out.push({ backend: this.name, kind: 'loop', path: l.name, cleanable: true, detail: `attached to ${l.backFile} but not mounted` });
+      }
+    }
+    for (const f of await readdir(this.imageDir).catch(() => [] as string[])) {
+      if (f.endsWith('.img') && !known.has(basename(f, '.img'))) {
+        const img = within(this.imageDir, f);
+        const sig = await probeSignature(this.ctx.exec, img).catch(() => undefined);
+        out.push({ backend: this.name, kind: 'image', path: img, cleanable: false, detail: `an image${sig?.type ? ` holding ${sig.type}` : ''} with no volume record; its data is kept (creating volume ${basename(f, '.img')} again adopts it without formatting)` });
+      }
+    }
+    return out;
+  }
+
+  async cleanOrphan(o: Orphan): Promise<void> {
+    if (o.kind === 'mount') await unmount(this.ctx.exec, o.path);
+    else if (o.kind === 'loop') await detachLoop(this.ctx.exec, o.path);
   }
 
   private async isMountedSource(dev: string): Promise<boolean> {

@@ -1,5 +1,5 @@
-import { mkdir, chown, chmod, rm, stat } from 'node:fs/promises';
-import type { Backend, BackendContext, BackendFactory, OptionDoc } from '../types.js';
+import { mkdir, chown, chmod, rm, stat, readdir } from 'node:fs/promises';
+import type { Backend, BackendContext, BackendFactory, OptionDoc, Orphan, OrphanFinder } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { InternalError, InvalidArgumentError } from '../../core/errors.js';
 import { checkOptionKeys, parseIntOption } from '../options.js';
@@ -12,7 +12,7 @@ const OPTIONS: readonly OptionDoc[] = [
 ];
 
 /** A directory per volume under the backend's dir. Shareable: any number of containers on this host. */
-export class LocalBackend implements Backend {
+export class LocalBackend implements Backend, OrphanFinder {
   readonly type = 'local';
   readonly shareable = true;
   readonly optionDocs = OPTIONS;
@@ -40,6 +40,7 @@ export class LocalBackend implements Backend {
     const path = this.mountpointFor(vol.name);
     await mkdir(this.dir, { recursive: true, mode: 0o711 });
     await mkdir(path, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'EEXIST') throw e; });
+    this.ctx.fault?.('local.dir-created');
     const { uid, gid, mode } = vol.spec as { uid?: number; gid?: number; mode: number };
     if (uid !== undefined || gid !== undefined) await chown(path, uid ?? 0, gid ?? 0);
     await chmod(path, mode);
@@ -59,6 +60,18 @@ export class LocalBackend implements Backend {
   }
 
   async unpublish(): Promise<void> { /* nothing is mounted for a directory volume */ }
+
+  probe(): 'always' { return 'always'; }
+
+  async findOrphans(known: ReadonlySet<string>): Promise<Orphan[]> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    return names.filter((n) => !known.has(n)).map((n) => ({
+      backend: this.name, kind: 'directory' as const, path: within(this.dir, n), cleanable: false,
+      detail: 'a volume directory with no volume record; its data is kept (move it away or create the volume again to adopt it)',
+    }));
+  }
+
+  async cleanOrphan(): Promise<void> { /* data is never deleted by a repair */ }
 
   status(vol: VolumeRecord): Record<string, unknown> {
     return { path: this.mountpointFor(vol.name) };

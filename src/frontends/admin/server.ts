@@ -8,6 +8,8 @@ export interface AdminDeps {
   readonly log: Logger;
   readonly health: () => Record<string, unknown>;
   readonly doctor: () => Promise<unknown>;
+  readonly reconcile: () => unknown;
+  readonly repair: () => Promise<unknown>;
 }
 
 /** The admin API the `ballast` CLI talks to, on its own socket (never in /run/docker/plugins). */
@@ -25,6 +27,8 @@ export function adminServer(d: AdminDeps): FastifyInstance {
 
   app.get('/v1/health', async () => d.health());
   app.get('/v1/doctor', async () => d.doctor());
+  app.get('/v1/reconcile', async () => d.reconcile());
+  app.post('/v1/repair', async () => d.repair());
   app.get('/v1/volumes', async () => ({ volumes: await d.service.listInfo() }));
   app.post('/v1/volumes', async (req, reply) => {
     const v = await d.service.create(field(req.body, 'name'), field(req.body, 'options'));

@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { VolumeService } from '../../core/service.js';
-import type { VolumeInfo } from '../../core/types.js';
+import type { VolumeInfo, VolumeSummary } from '../../core/types.js';
 import { acceptJsonAnyContentType, describeError, field, BODY_LIMIT } from '../http-common.js';
 
 /**
@@ -43,9 +43,19 @@ export function dockerPluginServer(service: VolumeService, log: Logger): Fastify
   });
   app.post('/VolumeDriver.Path', async (req) => ({ Mountpoint: await service.path(field(req.body, 'Name')) }));
   app.post('/VolumeDriver.Get', async (req) => ({ Volume: toDocker(await service.get(field(req.body, 'Name'))) }));
-  app.post('/VolumeDriver.List', async () => {
+  // With many volumes, encoding List dominates its cost. A store that returns the same frozen
+  // summaries while nothing changed (SqliteStore) gets its encoded answer reused; any other array is
+  // encoded afresh.
+  let lastList: { src: readonly VolumeSummary[]; body: Buffer } | undefined;
+  app.post('/VolumeDriver.List', async (_req, reply) => {
     const list = await service.list();
-    return { Volumes: list.map((v) => ({ Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.createdAt })) };
+    let body = lastList?.src === list ? lastList.body : undefined;
+    if (!body) {
+      body = Buffer.from(JSON.stringify({ Volumes: list.map((v) => ({ Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.createdAt })) }));
+      lastList = Object.isFrozen(list) ? { src: list, body } : undefined;
+    }
+    void reply.type(PLUGIN_CT);
+    return body;
   });
   return app;
 }

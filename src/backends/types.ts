@@ -65,7 +65,7 @@ export interface Backend {
   /** Checks that a volume with this spec can be created now (free space...), before anything is written. */
   checkCreate?(spec: Readonly<Record<string, unknown>>): Promise<void>;
   mountpointFor(name: string): string;
-  provision(vol: VolumeRecord): Promise<Record<string, unknown>>;
+  provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>>;
   deprovision(vol: VolumeRecord): Promise<void>;
   publish(vol: VolumeRecord): Promise<void>;
   unpublish(vol: VolumeRecord): Promise<void>;
@@ -76,6 +76,18 @@ export interface Backend {
   probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' | 'always';
   /** Backend facts for `docker volume inspect` Status; never secrets. */
   status(vol: VolumeRecord): Record<string, unknown>;
+}
+
+/** How provision is called: `resumed` when finishing a create that a crash or a failure interrupted. */
+export interface ProvisionContext { readonly resumed: boolean }
+
+/** Optional ability: tell a dead mount ("Transport endpoint is not connected") from a live one. */
+export interface HealthChecker {
+  checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }>;
+}
+
+export function canCheckHealth(b: Backend): b is Backend & HealthChecker {
+  return typeof (b as Partial<HealthChecker>).checkHealth === 'function';
 }
 
 export interface BackendFactory {

@@ -58,7 +58,7 @@ export class VolumeService {
         }
         if (existing.state === 'ready') return this.info(existing);
         // A create that crashed half-way: finish it (provision is idempotent).
-        return this.info(await this.finishCreate(existing));
+        return this.info(await this.finishCreate(existing, true));
       }
       await backend.checkCreate?.(spec);
       const rec: VolumeRecord = {
@@ -68,7 +68,7 @@ export class VolumeService {
       if (!(await this.d.store.insertVolume(rec))) throw new ConflictError(`volume ${vname} was created concurrently; retry`);
       this.fault('create.recorded');
       try {
-        return this.info(await this.finishCreate(rec));
+        return this.info(await this.finishCreate(rec, false));
       } catch (e) {
         // Roll back the record. The backend cleans up only what its own failed provision made:
         // storage that was there before (an adopted image) is never deleted here.
@@ -78,8 +78,8 @@ export class VolumeService {
     }));
   }
 
-  private async finishCreate(rec: VolumeRecord): Promise<VolumeRecord> {
-    const details = await this.d.backends.get(rec.backend).provision(rec);
+  private async finishCreate(rec: VolumeRecord, resumed: boolean): Promise<VolumeRecord> {
+    const details = await this.d.backends.get(rec.backend).provision(rec, { resumed });
     this.fault('create.provisioned');
     const ready: VolumeRecord = { ...rec, details, state: 'ready' };
     await this.d.store.updateVolume(ready);
@@ -194,7 +194,7 @@ export class VolumeService {
       await this.lock.run(rec.name, async () => {
         const action = rec.state === 'creating' ? 'roll forward interrupted create' : 'roll forward interrupted remove';
         try {
-          if (rec.state === 'creating') await this.finishCreate(rec); else await this.finishRemove(rec);
+          if (rec.state === 'creating') await this.finishCreate(rec, true); else await this.finishRemove(rec);
           out.push({ volume: rec.name, action, ok: true });
         } catch (e) {
           out.push({ volume: rec.name, action, ok: false, error: (e as Error).message });

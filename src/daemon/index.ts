@@ -8,6 +8,10 @@ import type { MetadataStore } from '../store/types.js';
 import { BackendRegistry } from '../backends/registry.js';
 import { localFactory } from '../backends/local/index.js';
 import { blockFactory } from '../backends/block/index.js';
+import { sshfsFactory } from '../backends/sshfs/index.js';
+import { glusterfsFactory } from '../backends/glusterfs/index.js';
+import { nfsFactory } from '../backends/nfs/index.js';
+import { s3Factory } from '../backends/s3/index.js';
 import { VolumeService } from '../core/service.js';
 import { hostExec, type Exec } from '../host/exec.js';
 import { ProcMountTable, type MountTable } from '../host/mountinfo.js';
@@ -48,7 +52,9 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const t0 = performance.now();
   const fault = faultInjector(config.faults);
   const store = o.store ?? new SqliteStore(join(config.root, 'ballast.db'));
-  const backends = new BackendRegistry().registerType(localFactory).registerType(blockFactory)
+  const backends = new BackendRegistry()
+    .registerType(localFactory).registerType(blockFactory)
+    .registerType(sshfsFactory).registerType(glusterfsFactory).registerType(nfsFactory).registerType(s3Factory)
     .instantiate(config.backends, { root: config.root, exec, mounts, log, fault });
   const service = new VolumeService({ store, backends, log, node: config.node, defaultBackend: config.defaultBackend, fault });
   const docker = o.docker === null ? undefined : (o.docker ?? new DockerEngineApi(config.dockerHost, 3000));

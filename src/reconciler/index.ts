@@ -1,14 +1,14 @@
 import type { Logger } from 'pino';
 import type { MetadataStore } from '../store/types.js';
 import type { BackendRegistry } from '../backends/registry.js';
-import { canFindOrphans, type HostSnapshot, type Orphan } from '../backends/types.js';
+import { canCheckHealth, canFindOrphans, type HostSnapshot, type Orphan } from '../backends/types.js';
 import type { VolumeService } from '../core/service.js';
 import type { MountRef, VolumeRecord } from '../core/types.js';
 import type { MountTable } from '../host/mountinfo.js';
 import type { LoopDevice } from '../host/blockdev.js';
 import type { DockerApi } from '../host/docker-api.js';
 
-export type RepairKind = 'unmount-unreferenced' | 'remount-referenced' | 'leaked-reference' | 'orphan-cleaned';
+export type RepairKind = 'unmount-unreferenced' | 'remount-referenced' | 'remount-dead' | 'leaked-reference' | 'orphan-cleaned';
 
 export interface Repair { readonly kind: RepairKind; readonly volume: string; readonly detail: string }
 export interface Uncertain { readonly volume: string; readonly since: string; readonly error: string; readonly attempts: number; readonly nextTry: string }
@@ -55,7 +55,7 @@ const BACKOFF_MAX_MS = 300_000;
 export class Reconciler {
   private readonly uncertain = new Map<string, { since: string; error: string; attempts: number; nextTry: number }>();
   private readonly counters: Record<RepairKind | 'passes' | 'failures', number> = {
-    passes: 0, failures: 0, 'unmount-unreferenced': 0, 'remount-referenced': 0, 'leaked-reference': 0, 'orphan-cleaned': 0,
+    passes: 0, failures: 0, 'unmount-unreferenced': 0, 'remount-referenced': 0, 'remount-dead': 0, 'leaked-reference': 0, 'orphan-cleaned': 0,
   };
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<PassReport> | undefined;
@@ -154,6 +154,16 @@ export class Reconciler {
           let state = backend.probe(cur, snap);
           if (state === 'always') return;
           const total = await this.d.store.mountCount(cur.name);
+          if (phase === 'mount' && total > 0 && state === 'mounted' && canCheckHealth(backend)) {
+            // A FUSE client that died leaves "Transport endpoint is not connected": mount it again in place.
+            const h = await backend.checkHealth(cur);
+            if (!h.healthy && /not connected/i.test(h.reason ?? '')) {
+              await backend.unpublish(cur);
+              await backend.publish(cur);
+              repairs.push({ kind: 'remount-dead', volume: cur.name, detail: `the mount was dead (${h.reason}); mounted again in place. Containers started before see the old, dead mount until they restart: the kernel does not carry a new mount into their mount namespaces` });
+            }
+            return;
+          }
           const suspect = (phase === 'unmount' && total === 0 && state === 'mounted') || (phase === 'mount' && total > 0 && state === 'unmounted');
           if (!suspect) return;
           // The snapshot predates this volume's lock: look again before acting.

@@ -1,0 +1,144 @@
+import { mkdir, mkdtemp, rm, rmdir, stat } from 'node:fs/promises';
+import type { Backend, BackendContext, HealthChecker, HostSnapshot, OptionDoc, ProvisionContext } from './types.js';
+import type { VolumeRecord } from '../core/types.js';
+import { ConflictError, InvalidArgumentError, UnavailableError } from '../core/errors.js';
+import { checkOptionKeys } from './options.js';
+import { within } from '../host/paths.js';
+import { mountAlive, mountAndVerify, unmountAndWait } from '../host/fuse.js';
+
+/**
+ * A network filesystem whose share holds one directory per volume (GlusterFS, sshfs, S3 via s3fs,
+ * NFS). The driver only knows how to mount a path of the share; everything else is common.
+ */
+export interface RemoteFs {
+  readonly type: string;
+  /** Names the backend and its server in messages, never a secret: `glusterfs backend gv (servers a, b)`. */
+  readonly label: string;
+  /**
+   * argv that mounts `sub` of the share ('' for its root) at `mountpoint`, with the volume's spec (empty
+   * for the share root). No secret on it: key and password files only.
+   */
+  mountArgv(sub: string, mountpoint: string, spec: Readonly<Record<string, unknown>>): string[];
+  /** How long a mount may take before it counts as a server that is down or unreachable. */
+  readonly mountTimeoutMs: number;
+  /** Facts for Status (server, share), never a secret. */
+  readonly statusFacts: Readonly<Record<string, unknown>>;
+}
+
+/** Where a volume's data lives on the share, and whether Ballast made it (and so may delete it). */
+export interface RemoteDirSpec { dir: string; existing: boolean }
+
+const SUBPATH_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*(\/[a-zA-Z0-9][a-zA-Z0-9_.-]*)*$/;
+
+/** A relative path inside the share: no `..`, no leading `/`, no odd characters, at most 512. */
+export function parseSubpath(value: string, what: string): string {
+  const v = value.replace(/\/+$/, '');
+  if (v.length > 512 || !SUBPATH_RE.test(v) || v.split('/').some((p) => p === '.' || p === '..')) {
+    throw new InvalidArgumentError(`${what} ${JSON.stringify(value.slice(0, 100))} must be a relative path inside the share (letters, digits, "_", ".", "-", separated by "/"; no "..")`);
+  }
+  return v;
+}
+
+export const REMOTE_DIR_OPTIONS: readonly OptionDoc[] = [
+  { name: 'existing', help: 'adopt this existing directory of the share (relative path) instead of creating one; Ballast never deletes it' },
+];
+
+export class RemoteDirBackend implements Backend, HealthChecker {
+  readonly shareable = true;
+  readonly optionDocs: readonly OptionDoc[];
+  readonly type: string;
+  private readonly base: string;
+
+  constructor(
+    readonly name: string, readonly fs: RemoteFs, private readonly ctx: BackendContext,
+    private readonly extra: { options: readonly OptionDoc[]; parse: (opts: Readonly<Record<string, string>>) => Record<string, unknown> } = { options: [], parse: () => ({}) },
+  ) {
+    this.type = fs.type;
+    this.optionDocs = [...REMOTE_DIR_OPTIONS, ...extra.options];
+    this.base = within(ctx.root, 'backends', name);
+  }
+
+  parseOptions(opts: Readonly<Record<string, string>>): Record<string, unknown> {
+    checkOptionKeys(this.name, opts, this.optionDocs);
+    const own = opts.existing !== undefined ? { dir: parseSubpath(opts.existing, 'existing'), existing: true } : { existing: false };
+    return { ...this.extra.parse(opts), ...own };
+  }
+
+  mountpointFor(name: string): string { return within(this.base, 'mounts', name); }
+
+  private specOf(vol: VolumeRecord): RemoteDirSpec {
+    const s = vol.spec as { dir?: string; existing?: boolean };
+    return { dir: s.dir ?? vol.name, existing: !!s.existing };
+  }
+
+  /** Mounts the share's root on a private temporary mountpoint for the duration of fn. */
+  private async withShareRoot<T>(fn: (root: string) => Promise<T>): Promise<T> {
+    await mkdir(within(this.base, 'tmp'), { recursive: true, mode: 0o700 });
+    const mp = await mkdtemp(within(this.base, 'tmp', 'share-'));
+    try {
+      await this.mount('', mp, {});
+      try { return await fn(mp); } finally { await unmountAndWait(this.ctx.exec, this.ctx.mounts, mp); }
+    } finally {
+      await rmdir(mp).catch(() => undefined);
+    }
+  }
+
+  private async mount(sub: string, mp: string, spec: Readonly<Record<string, unknown>>): Promise<void> {
+    try {
+      await mountAndVerify(this.ctx.exec, this.ctx.mounts, this.fs.mountArgv(sub, mp, spec), mp, this.fs.mountTimeoutMs);
+    } catch (e) {
+      throw new UnavailableError(`${this.fs.label}: could not mount ${sub || 'the share'}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  async provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>> {
+    const spec = this.specOf(vol);
+    await this.withShareRoot(async (root) => {
+      const path = within(root, spec.dir);
+      const st = await stat(path).catch(() => undefined);
+      if (spec.existing) {
+        if (!st?.isDirectory()) throw new InvalidArgumentError(`${this.fs.label}: existing=${spec.dir} is not a directory of the share`);
+        return;
+      }
+      if (st && !pc?.resumed) {
+        throw new ConflictError(`${this.fs.label}: a directory ${spec.dir} already exists on the share; to use it, create the volume with -o existing=${spec.dir} (Ballast then never deletes it)`);
+      }
+      if (!st) await mkdir(path, { mode: 0o755 });
+    });
+    return { dir: spec.dir, createdByBallast: !spec.existing };
+  }
+
+  async deprovision(vol: VolumeRecord): Promise<void> {
+    await this.unpublish(vol);
+    await rmdir(this.mountpointFor(vol.name)).catch(() => undefined);
+    const spec = this.specOf(vol);
+    if (spec.existing) return; // adopted data is never deleted
+    await this.withShareRoot(async (root) => { await rm(within(root, spec.dir), { recursive: true, force: true }); });
+  }
+
+  async publish(vol: VolumeRecord): Promise<void> {
+    const mp = this.mountpointFor(vol.name);
+    await mkdir(mp, { recursive: true, mode: 0o755 });
+    if (await this.ctx.mounts.at(mp)) return;
+    await this.mount(this.specOf(vol).dir, mp, vol.spec);
+  }
+
+  async unpublish(vol: VolumeRecord): Promise<void> {
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.mountpointFor(vol.name));
+  }
+
+  probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
+    const mp = this.mountpointFor(vol.name);
+    return snap.mounts.some((m) => m.mountpoint === mp) ? 'mounted' : 'unmounted';
+  }
+
+  async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
+    const r = await mountAlive(this.ctx.exec, this.mountpointFor(vol.name));
+    return { healthy: r.alive, reason: r.reason };
+  }
+
+  status(vol: VolumeRecord): Record<string, unknown> {
+    const spec = this.specOf(vol);
+    return { ...this.fs.statusFacts, dir: spec.dir, existing: spec.existing };
+  }
+}

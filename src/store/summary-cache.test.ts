@@ -1,0 +1,50 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import Database from 'better-sqlite3';
+import { SqliteStore } from './sqlite.js';
+import type { VolumeRecord } from '../core/types.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ballast-summary-cache-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const rec = (name: string, extra: Partial<VolumeRecord> = {}): VolumeRecord => ({
+  name, backend: 'local', spec: { mode: 493 }, mountpoint: `/x/${name}`, createdAt: '2026-01-01T00:00:00.000Z', state: 'ready', details: {}, ...extra,
+});
+const names = async (s: SqliteStore) => (await s.listSummaries()).map((v) => v.name);
+
+test('SqliteStore shares frozen summaries until a write through it makes them stale', async () => {
+  const s = new SqliteStore(join(dir, 'own.db'));
+  await s.insertVolume(rec('a'));
+  const first = await s.listSummaries();
+  assert.ok(Object.isFrozen(first) && Object.isFrozen(first[0]));
+  assert.equal(await s.listSummaries(), first, 'unchanged store: the same array');
+  await s.addMount('a', 'm1'); // the ledger is not part of the summaries
+  assert.equal(await s.listSummaries(), first);
+  await s.insertVolume(rec('b'));
+  assert.deepEqual(await names(s), ['a', 'b']);
+  await s.updateVolume(rec('b', { mountpoint: '/y/b' }));
+  assert.equal((await s.listSummaries())[1].mountpoint, '/y/b');
+  await s.deleteVolume('a');
+  assert.deepEqual(await names(s), ['b']);
+  assert.equal(await s.insertVolume(rec('b')), false);
+  assert.deepEqual(await names(s), ['b']);
+  await s.close();
+});
+
+test('SqliteStore sees commits by another connection (PRAGMA data_version)', async () => {
+  const file = join(dir, 'other.db');
+  const s = new SqliteStore(file);
+  await s.insertVolume(rec('a'));
+  assert.deepEqual(await names(s), ['a']);
+  const other = new Database(file);
+  other.prepare('INSERT INTO volumes (name, backend, spec, mountpoint, created_at, state, details) VALUES (?, ?, ?, ?, ?, ?, ?)')
+    .run('c', 'local', '{}', '/x/c', '2026-01-01T00:00:00.000Z', 'ready', '{}');
+  assert.deepEqual(await names(s), ['a', 'c']);
+  other.prepare('DELETE FROM volumes WHERE name = ?').run('a');
+  assert.deepEqual(await names(s), ['c']);
+  other.close();
+  await s.close();
+});

@@ -73,6 +73,10 @@ export function reconcilerChecks(r: PassReport, counters: Record<string, number>
     name: 'uncertain volumes', ok: r.uncertain.length === 0,
     detail: r.uncertain.length === 0 ? 'none' : r.uncertain.map((u) => `${u.volume}: ${u.error} (attempt ${u.attempts}, next ${u.nextTry})`).join('; '),
   });
+  out.push({
+    name: 'damaged records', ok: r.damaged.length === 0,
+    detail: r.damaged.length === 0 ? 'none' : `${r.damaged.map((d) => `${d.volume}: ${d.detail}`).join('; ')}. Ballast will not mount, format or delete these volumes and their data is untouched; mend or delete the row in the volumes table of the store by hand, with the daemon stopped`,
+  });
   const waiting = r.leaked.filter((l) => !l.dropped);
   out.push({
     name: 'leaked references', ok: waiting.length === 0, warn: waiting.length > 0,

@@ -22,6 +22,8 @@ export interface PassReport {
   readonly uncertain: readonly Uncertain[];
   readonly orphans: readonly Orphan[];
   readonly leaked: readonly LeakedRef[];
+  /** Volumes whose stored record does not decode: never touched, only reported. */
+  readonly damaged: readonly { readonly volume: string; readonly detail: string }[];
   /** Why leaked references could not be checked, if they could not. */
   readonly docker: string;
 }
@@ -208,6 +210,7 @@ export class Reconciler {
     const report: PassReport = {
       startedAt, ms: Math.round((performance.now() - t0) * 100) / 100, volumes: vols.length,
       repairs, uncertain: this.uncertainList(), orphans, leaked, docker,
+      damaged: vols.filter((v) => v.state === 'damaged').map((v) => ({ volume: v.name, detail: String(v.details.damage ?? 'unreadable') })),
     };
     this.last = report;
     this.d.log.debug({ op: 'reconcile', ms: report.ms, volumes: report.volumes, repairs: repairs.length, uncertain: report.uncertain.length, orphans: orphans.length }, 'reconcile');

@@ -128,8 +128,13 @@ export class VolumeService {
         throw e;
       }
       this.fault('mount.published');
-      await this.d.store.addMount(vname, mid, op); // ledger entry and end of journal in one transaction
+      // The ledger entry, and in the same transaction the journal entry becomes its undo. Until it is
+      // ended below, just before the answer goes out, a crash means the caller never learnt of this
+      // mount (dockerd re-sends the interrupted request without its body, which fails): recovery drops
+      // the reference again, so it cannot leak, and a caller that retries in full mounts afresh.
+      await this.d.store.commitMount(vname, mid, op);
       this.fault('mount.ledger');
+      await this.d.store.endOp(op);
       return rec.mountpoint;
     }));
   }
@@ -146,27 +151,33 @@ export class VolumeService {
 
   /**
    * Drops one reference and unpublishes on the last. The caller holds the volume's lock. The intent is
-   * journaled first; a crash after the ledger change is rolled forward on the next start.
+   * journaled first and ends with the ledger change, in one transaction: a crash before it is rolled
+   * forward on the next start (the reference is dropped: dockerd does not re-send the Unmount in a
+   * usable form), a crash after it leaves an unreferenced mount that the start-up reconcile unmounts.
    */
   async dropReference(rec: VolumeRecord, mid: string, why: string): Promise<{ removed: boolean; total: number }> {
     const op = await this.d.store.beginOp({ volume: rec.name, op: 'unmount', mountId: mid });
     this.fault('unmount.intent');
+    let r: { removed: boolean; total: number };
     try {
-      const r = await this.d.store.removeMount(rec.name, mid);
-      if (!r.removed) this.d.log.warn({ volume: rec.name, mountId: mid, why }, 'unmount for a mount ID the ledger does not hold');
-      this.fault('unmount.ledger');
-      if (r.total === 0 && rec.state !== 'damaged') await this.d.backends.get(rec.backend).unpublish(rec);
-      this.fault('unmount.unpublished');
-      return r;
-    } finally {
-      await this.d.store.endOp(op);
+      r = await this.d.store.removeMount(rec.name, mid, op); // ledger change and end of journal in one transaction
+    } catch (e) {
+      await this.d.store.endOp(op).catch(() => undefined);
+      throw e;
     }
+    if (!r.removed) this.d.log.warn({ volume: rec.name, mountId: mid, why }, 'unmount for a mount ID the ledger does not hold');
+    this.fault('unmount.ledger');
+    if (r.total === 0 && rec.state !== 'damaged') await this.d.backends.get(rec.backend).unpublish(rec);
+    this.fault('unmount.unpublished');
+    return r;
   }
 
   /**
    * Start-up recovery of operations a crash interrupted, before anything is served: creates and
-   * removes are rolled forward (each step is idempotent); journaled mounts are rolled back (their
-   * ledger entry was never committed) and unmounts rolled forward. The reconciler then makes the
+   * removes are rolled forward (each step is idempotent); journaled mounts are rolled back (a mount
+   * journal entry is open either before its ledger entry was committed, or after it but before it was
+   * answered: then it reads "unmount" and the reference is dropped) and unmounts rolled forward (the
+   * entry is open only while the reference is still in the ledger). The reconciler then makes the
    * host match the ledger. Returns what it did, one line per operation.
    */
   async recover(): Promise<{ volume: string; action: string; ok: boolean; error?: string }[]> {
@@ -177,12 +188,15 @@ export class VolumeService {
         const action = op.op === 'mount' ? 'roll back interrupted mount' : 'roll forward interrupted unmount';
         try {
           if (rec && op.op === 'unmount') {
-            const total = await this.d.store.mountCount(rec.name);
-            if (total === 0 && rec.state === 'ready') await this.d.backends.get(rec.backend).unpublish(rec);
+            // An unmount before its ledger change, or a mount committed but never answered: either way
+            // the reference goes (and the journal entry with it, in one transaction).
+            const r = await this.d.store.removeMount(rec.name, op.mountId, op.id);
+            if (r.total === 0 && rec.state === 'ready') await this.d.backends.get(rec.backend).unpublish(rec);
+          } else {
+            // A mount before its ledger entry: no reference was added; the reconciler unpublishes if
+            // nothing else uses the volume.
+            await this.d.store.endOp(op.id);
           }
-          // For a mount: the ledger entry commits together with the end of the journal entry, so an
-          // open entry means no reference was added; the reconciler unpublishes if nothing else uses it.
-          await this.d.store.endOp(op.id);
           out.push({ volume: op.volume, action, ok: true });
         } catch (e) {
           out.push({ volume: op.volume, action, ok: false, error: (e as Error).message });

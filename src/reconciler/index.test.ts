@@ -139,3 +139,43 @@ test('recover rolls back interrupted mounts and rolls forward unmounts, creates 
   assert.equal(await store.getVolume('r'), undefined);
   assert.ok(!fake.provisioned.has('r'));
 });
+
+/**
+ * A crash at each named step of mount and unmount, simulated by a fault that throws (nothing after it
+ * runs, as after SIGKILL); then what a new daemon does on the same store before serving: recover, then
+ * one reconcile pass. No container uses the volume (dockerd's retry of the interrupted call arrives
+ * without its body and fails), except a second, older mount ID that must keep the volume mounted.
+ */
+for (const [point, other] of [
+  ['mount.intent', false], ['mount.published', false], ['mount.ledger', false],
+  ['unmount.intent', false], ['unmount.ledger', false], ['unmount.unpublished', false],
+  ['mount.ledger', true], ['unmount.intent', true],
+] as const) {
+  test(`a crash at ${point}${other ? ' with another reference held' : ''}: recovery and the first pass leave ${other ? 'only that reference, mounted' : 'no reference and nothing mounted'}`, async () => {
+    const crash = new Error(`crash at ${point}`);
+    const reg = new BackendRegistry().registerType(fakeFactory(fake)).instantiate({ fake: { type: 'fake' } }, {} as BackendContext);
+    const dying = new VolumeService({ store, backends: reg, log: pino({ level: 'silent' }), node: 'n1', defaultBackend: 'fake', fault: (p) => { if (p === point) throw crash; } });
+    await svc.create('v', {});
+    if (other) { await svc.mount('v', 'other'); inUse = new Set(['v']); }
+    if (point.startsWith('mount.')) {
+      await assert.rejects(dying.mount('v', 'c1'), new RegExp(crash.message));
+    } else {
+      await svc.mount('v', 'c1');
+      await assert.rejects(dying.unmount('v', 'c1'), new RegExp(crash.message));
+    }
+    const out = await svc.recover();
+    assert.ok(out.every((o) => o.ok), JSON.stringify(out));
+    await rec.runOnce({ checkDocker: true });
+    assert.deepEqual(await store.pendingOps(), []);
+    assert.deepEqual((await store.mounts('v')).map((m) => [m.id, m.count]), other ? [['other', 1]] : []);
+    assert.equal(fake.published.has('v'), other, other ? 'still mounted for the other reference' : 'unmounted');
+  });
+}
+
+test('a mount answered before the crash keeps its reference; journal entries are all closed', async () => {
+  await svc.create('v', {});
+  await svc.mount('v', 'c1');
+  assert.deepEqual(await store.pendingOps(), []);
+  assert.deepEqual(await svc.recover(), []);
+  assert.equal(await store.mountCount('v'), 1);
+});

@@ -31,7 +31,14 @@ export class MemoryStore implements MetadataStore {
     if (e) e.count++; else m.set(id, { count: 1, since: new Date().toISOString() });
     return this.total(volume);
   }
-  async removeMount(volume: string, id: string) {
+  async commitMount(volume: string, id: string, op: number) {
+    const o = this.ops.get(op);
+    if (!o || o.op !== 'mount') throw new Error(`journal entry ${op} is not an open mount`);
+    this.ops.set(op, { ...o, op: 'unmount' });
+    return this.addMount(volume, id);
+  }
+  async removeMount(volume: string, id: string, endOp?: number) {
+    if (endOp !== undefined) this.ops.delete(endOp);
     const m = this.ledger.get(volume);
     const e = m?.get(id);
     if (!m || !e) return { removed: false, total: this.total(volume) };

@@ -71,6 +71,7 @@ export class SqliteStore implements MetadataStore {
       allMounts: db.prepare('SELECT * FROM mounts ORDER BY volume, since, mount_id'),
       beginOp: db.prepare('INSERT INTO ops (volume, op, mount_id, started_at) VALUES (?, ?, ?, ?)'),
       endOp: db.prepare('DELETE FROM ops WHERE id = ?'),
+      undoOp: db.prepare("UPDATE ops SET op = 'unmount' WHERE id = ? AND op = 'mount'"),
       pendingOps: db.prepare('SELECT * FROM ops ORDER BY id'),
     };
   }
@@ -121,13 +122,21 @@ export class SqliteStore implements MetadataStore {
   })();
   async addMount(volume: string, id: string, endOp?: number): Promise<number> { return this.addTx(volume, id, endOp); }
 
-  private readonly removeTx = (volume: string, id: string) => this.db.transaction(() => {
+  private readonly commitTx = (volume: string, id: string, op: number): number => this.db.transaction(() => {
+    if (this.q.undoOp.run(op).changes !== 1) throw new Error(`journal entry ${op} is not an open mount`);
+    this.q.addMount.run(volume, id, new Date().toISOString());
+    return this.q.total.get(volume) as number;
+  })();
+  async commitMount(volume: string, id: string, op: number): Promise<number> { return this.commitTx(volume, id, op); }
+
+  private readonly removeTx = (volume: string, id: string, endOp?: number) => this.db.transaction(() => {
+    if (endOp !== undefined) this.q.endOp.run(endOp);
     const c = this.q.getMount.get(volume, id) as number | undefined;
     if (c === undefined) return { removed: false, total: this.q.total.get(volume) as number };
     if (c > 1) this.q.decMount.run(volume, id); else this.q.dropMount.run(volume, id);
     return { removed: true, total: this.q.total.get(volume) as number };
   })();
-  async removeMount(volume: string, id: string): Promise<{ removed: boolean; total: number }> { return this.removeTx(volume, id); }
+  async removeMount(volume: string, id: string, endOp?: number): Promise<{ removed: boolean; total: number }> { return this.removeTx(volume, id, endOp); }
 
   async mounts(volume: string): Promise<MountRef[]> { return (this.q.mounts.all(volume) as MountRow[]).map(fromMountRow); }
   async allMounts(): Promise<MountRef[]> { return (this.q.allMounts.all() as MountRow[]).map(fromMountRow); }

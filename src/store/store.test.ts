@@ -58,6 +58,22 @@ for (const [kind, make] of impls) {
       assert.equal(await s.mountCount('v'), 0, 'deleting a volume drops its ledger');
       await s.close();
     });
+
+    test('journal: commitMount turns the mount entry into its undo; removeMount can end an entry', async () => {
+      const s = make();
+      await s.insertVolume(rec('v'));
+      const m = await s.beginOp({ volume: 'v', op: 'mount', mountId: 'x' });
+      assert.equal(await s.commitMount('v', 'x', m), 1);
+      assert.deepEqual((await s.pendingOps()).map((o) => [o.id, o.op, o.volume, o.mountId]), [[m, 'unmount', 'v', 'x']]);
+      await assert.rejects(s.commitMount('v', 'x', m), /not an open mount/, 'only an open mount entry can be committed');
+      assert.equal(await s.mountCount('v'), 1, 'a refused commit adds nothing');
+      assert.deepEqual(await s.removeMount('v', 'x', m), { removed: true, total: 0 });
+      assert.deepEqual(await s.pendingOps(), []);
+      const u = await s.beginOp({ volume: 'v', op: 'unmount', mountId: 'nope' });
+      assert.deepEqual(await s.removeMount('v', 'nope', u), { removed: false, total: 0 });
+      assert.deepEqual(await s.pendingOps(), [], 'the entry ends even when the reference was not there');
+      await s.close();
+    });
   });
 }
 

@@ -21,8 +21,18 @@ export interface MetadataStore {
    * given, that journal entry is closed in the same transaction.
    */
   addMount(volume: string, id: string, endOp?: number): Promise<number>;
-  /** Removes one reference for (volume, id) if present; returns whether it was there and the total left. */
-  removeMount(volume: string, id: string): Promise<{ removed: boolean; total: number }>;
+  /**
+   * Adds one reference for (volume, id) and, in the same transaction, turns the mount journal entry
+   * `op` into its undo: an unmount of (volume, id). The caller ends `op` once the mount is answered; a
+   * crash before that leaves the entry, and recovery drops the reference the caller never learnt of.
+   * Returns the volume's total references.
+   */
+  commitMount(volume: string, id: string, op: number): Promise<number>;
+  /**
+   * Removes one reference for (volume, id) if present; returns whether it was there and the total left.
+   * When `endOp` is given, that journal entry is closed in the same transaction.
+   */
+  removeMount(volume: string, id: string, endOp?: number): Promise<{ removed: boolean; total: number }>;
   mounts(volume: string): Promise<MountRef[]>;
   allMounts(): Promise<MountRef[]>;
   mountCount(volume: string): Promise<number>;

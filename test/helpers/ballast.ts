@@ -24,7 +24,14 @@ export interface BallastProc {
   cli(args: string[], timeoutMs?: number): Promise<RunResult>;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
   kill9(): Promise<void>;
-  restart(): Promise<void>;
+  /**
+   * Launches the daemon again with the same arguments. `env`, if given, is merged over the environment
+   * of startBallast for this launch only (an undefined value removes a variable); a later restart()
+   * without it goes back to the original environment.
+   */
+  restart(env?: NodeJS.ProcessEnv): Promise<void>;
+  /** Resolves when the current daemon process exits, with its exit code or the signal that killed it. */
+  exited(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   logs(): string;
 }
 
@@ -40,15 +47,19 @@ export async function startBallast(opts: { root: string; socket?: string; driver
   const logFile = join(opts.root, 'daemon.log');
   let child: ChildProcess | undefined;
   let exited: Promise<number | null> = Promise.resolve(null);
+  let exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> = Promise.resolve({ code: null, signal: null });
 
-  const launch = async () => {
+  const launch = async (envOverride?: NodeJS.ProcessEnv) => {
     const fd = openSync(logFile, 'a');
     const args = [BIN, 'daemon', '--root', opts.root, '--socket', socket, '--log-level', 'debug', ...(opts.configFile ? ['--config', opts.configFile] : []), ...(opts.extraArgs ?? [])];
-    const c = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env: { ...process.env, ...(opts.env ?? {}) } });
+    const env: NodeJS.ProcessEnv = { ...process.env, ...(opts.env ?? {}), ...(envOverride ?? {}) };
+    for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
+    const c = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env });
     child = c;
     exited = new Promise((r) => c.once('exit', (code) => r(code)));
+    exit = new Promise((r) => c.once('exit', (code, signal) => r({ code, signal })));
     await waitFor(async () => {
-      if (c.exitCode !== null) throw new Error(`ballast exited with ${c.exitCode}: ${readFileSync(logFile, 'utf8').slice(-2000)}`);
+      if (c.exitCode !== null || c.signalCode !== null) throw new Error(`ballast exited with ${c.exitCode ?? c.signalCode}: ${readFileSync(logFile, 'utf8').slice(-2000)}`);
       const h = await unixRequest(adminSocket, 'GET', '/v1/health', undefined, { timeoutMs: 1000 }).catch(() => undefined);
       const p = await unixRequest(socket, 'POST', '/Plugin.Activate', undefined, { timeoutMs: 1000 }).catch(() => undefined);
       return h?.status === 200 && p?.status === 200 && (h.body as { pid?: number }).pid === c.pid;
@@ -76,7 +87,8 @@ export async function startBallast(opts: { root: string; socket?: string; driver
       await exited;
       await waitFor(() => !pidAlive(pid), 'killed daemon to vanish', 5000);
     },
-    async restart() { await launch(); },
+    async restart(env) { await launch(env); },
+    exited: () => exit,
     logs: () => readFileSync(logFile, 'utf8'),
   };
   return proc;

@@ -114,6 +114,14 @@ describe('bad input gets a clear Err and changes nothing', () => {
     });
   }
 
+  test('an empty body (how dockerd retries a call the plugin died answering) says what happened', async () => {
+    for (const method of ['VolumeDriver.Create', 'VolumeDriver.Remove', 'VolumeDriver.Mount', 'VolumeDriver.Unmount']) {
+      const r = await call(method, undefined, '');
+      assert.equal(r.status, 400, method);
+      assert.match(r.body.Err, /volume name is missing: the request body is empty\. dockerd re-sends a request without its body/, method);
+    }
+  });
+
   test('malformed JSON, non-object bodies, huge bodies and unknown routes', async () => {
     let r = await call('VolumeDriver.Create', undefined, '{"Name": "x",');
     assert.equal(r.status, 400); assert.match(r.body.Err, /not valid JSON/);

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { VolumeService } from '../../core/service.js';
 import type { VolumeInfo, VolumeSummary } from '../../core/types.js';
 import { acceptJsonAnyContentType, describeError, field, BODY_LIMIT } from '../http-common.js';
+import { InvalidArgumentError } from '../../core/errors.js';
 
 /**
  * The Docker Volume Plugin protocol (legacy plugins, v1.2): POST /Plugin.Activate and
@@ -29,16 +30,16 @@ export function dockerPluginServer(service: VolumeService, log: Logger): Fastify
   app.post('/Plugin.Activate', async () => ({ Implements: ['VolumeDriver'] }));
   app.post('/VolumeDriver.Capabilities', async () => ({ Capabilities: { Scope: 'local' } }));
   app.post('/VolumeDriver.Create', async (req) => {
-    await service.create(field(req.body, 'Name'), field(req.body, 'Opts'));
+    await service.create(field(notEmpty(req.body), 'Name'), field(req.body, 'Opts'));
     return {};
   });
   app.post('/VolumeDriver.Remove', async (req) => {
-    await service.remove(field(req.body, 'Name'));
+    await service.remove(field(notEmpty(req.body), 'Name'));
     return {};
   });
-  app.post('/VolumeDriver.Mount', async (req) => ({ Mountpoint: await service.mount(field(req.body, 'Name'), field(req.body, 'ID')) }));
+  app.post('/VolumeDriver.Mount', async (req) => ({ Mountpoint: await service.mount(field(notEmpty(req.body), 'Name'), field(req.body, 'ID')) }));
   app.post('/VolumeDriver.Unmount', async (req) => {
-    await service.unmount(field(req.body, 'Name'), field(req.body, 'ID'));
+    await service.unmount(field(notEmpty(req.body), 'Name'), field(req.body, 'ID'));
     return {};
   });
   app.post('/VolumeDriver.Path', async (req) => ({ Mountpoint: await service.path(field(req.body, 'Name')) }));
@@ -61,6 +62,18 @@ export function dockerPluginServer(service: VolumeService, log: Logger): Fastify
 }
 
 export const PLUGIN_CT = 'application/vnd.docker.plugins.v1.2+json';
+
+/**
+ * dockerd retries a plugin call whose connection failed (the plugin restarted while answering it)
+ * with the request body it already sent, now drained: the retry arrives empty. Say so, instead of
+ * only "name is missing": Ballast finished or undid the interrupted operation when it started again.
+ */
+function notEmpty(body: unknown): unknown {
+  if (body === undefined || body === null || (typeof body === 'object' && Object.keys(body).length === 0)) {
+    throw new InvalidArgumentError('volume name is missing: the request body is empty. dockerd re-sends a request without its body when the plugin restarted while answering it; Ballast finished or undid the interrupted operation when it started again, so run the docker command again');
+  }
+  return body;
+}
 
 function toDocker(v: VolumeInfo) {
   return { Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.createdAt, Status: v.status };

@@ -1,15 +1,36 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the end-to-end tests and benchmarks need, when they are missing:
-# a Docker engine, busybox for the test image, and the xfs/btrfs tools. Root only; idempotent.
+# a Docker engine, busybox for the test image, the xfs/btrfs tools, and the servers and clients of the
+# network backends (GlusterFS, Ceph with CephFS, RBD and the RADOS gateway for S3, sshd and sshfs,
+# s3fs, fio). Root only; idempotent; quiet when everything is there.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-test-deps: not root; end-to-end tests will be skipped" >&2; exit 0; }
 need=()
-command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
-[ -x /bin/busybox ] || need+=(busybox-static)
-command -v mkfs.xfs >/dev/null 2>&1 || need+=(xfsprogs)
-command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
-command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
-command -v losetup >/dev/null 2>&1 || need+=(util-linux)
+want() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ] || need+=("$2"); }
+want dockerd docker.io
+want /bin/busybox busybox-static
+want mkfs.xfs xfsprogs
+want mkfs.btrfs btrfs-progs
+want mkfs.ext4 e2fsprogs
+want losetup util-linux
+want glusterd glusterfs-server
+want glusterfs glusterfs-client
+want ceph-mon ceph-mon
+want ceph-mgr ceph-mgr
+want ceph-osd ceph-osd
+want ceph-mds ceph-mds
+want ceph-fuse ceph-fuse
+want rbd-fuse rbd-fuse
+want ceph ceph-common
+want radosgw radosgw
+want /usr/sbin/sshd openssh-server
+want ssh-keygen openssh-client
+want sshfs sshfs
+want s3fs s3fs
+want fio fio
+want setfattr attr
+want uuidgen uuid-runtime
+want curl curl
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "install-test-deps: apt-get install ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive

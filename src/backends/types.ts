@@ -11,6 +11,8 @@ export interface BackendContext {
   readonly exec: Exec;
   readonly mounts: MountTable;
   readonly log: Logger;
+  /** This node's name (locks and messages name it). */
+  readonly node?: string;
   /** Fault injection for crash tests (no-op in production). */
   readonly fault?: (point: string) => void;
 }

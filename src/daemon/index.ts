@@ -12,6 +12,8 @@ import { sshfsFactory } from '../backends/sshfs/index.js';
 import { glusterfsFactory } from '../backends/glusterfs/index.js';
 import { nfsFactory } from '../backends/nfs/index.js';
 import { s3Factory } from '../backends/s3/index.js';
+import { cephfsFactory } from '../backends/cephfs/index.js';
+import { rbdFactory } from '../backends/rbd/index.js';
 import { VolumeService } from '../core/service.js';
 import { hostExec, type Exec } from '../host/exec.js';
 import { ProcMountTable, type MountTable } from '../host/mountinfo.js';
@@ -55,7 +57,8 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const backends = new BackendRegistry()
     .registerType(localFactory).registerType(blockFactory)
     .registerType(sshfsFactory).registerType(glusterfsFactory).registerType(nfsFactory).registerType(s3Factory)
-    .instantiate(config.backends, { root: config.root, exec, mounts, log, fault });
+    .registerType(cephfsFactory).registerType(rbdFactory)
+    .instantiate(config.backends, { root: config.root, exec, mounts, log, fault, node: config.node });
   const service = new VolumeService({ store, backends, log, node: config.node, defaultBackend: config.defaultBackend, fault });
   const docker = o.docker === null ? undefined : (o.docker ?? new DockerEngineApi(config.dockerHost, 3000));
   const reconciler = new Reconciler({

@@ -1,0 +1,212 @@
+import { mkdir, rmdir } from 'node:fs/promises';
+import type { Backend, BackendContext, BackendFactory, HealthChecker, HostSnapshot, OptionDoc, ProvisionContext } from '../types.js';
+import type { VolumeRecord } from '../../core/types.js';
+import { BusyError, ConflictError, InternalError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
+import { checkOptionKeys } from '../options.js';
+import { ConfigReader } from '../config-values.js';
+import { formatSize, parseSize } from '../../core/validate.js';
+import { within } from '../../host/paths.js';
+import { mountAlive, mountAndVerify, unmountAndWait } from '../../host/fuse.js';
+import { FSTYPES, MIN_SIZE, type FsType, makeFilesystem, mountImage, probeSignature, unmount } from '../../host/blockdev.js';
+import { MOUNT_OPTION_ALLOWLIST } from '../block/index.js';
+import { CephClient, CEPH_CONFIG_KEYS } from '../ceph/client.js';
+
+const OPTIONS: readonly OptionDoc[] = [
+  { name: 'size', help: 'size of the RBD image, required unless existing= (e.g. 10G)' },
+  { name: 'fstype', help: `filesystem: ${FSTYPES.join(', ')} (default ext4); formatted only when the image is blank` },
+  { name: 'mountopts', help: `comma-separated mount options from: ${MOUNT_OPTION_ALLOWLIST.join(', ')}` },
+  { name: 'existing', help: 'adopt this existing RBD image of the pool instead of creating one; Ballast never deletes it' },
+];
+
+interface RbdSpec { image?: string; size?: number; fstype: FsType; mountopts: string[]; existing: boolean }
+interface RbdLock { id: string; locker: string; address: string }
+
+/**
+ * Ceph RBD: each volume is an RBD image. This kernel has no rbd module, so an image is attached
+ * through rbd-fuse (one FUSE daemon per volume, exposing the image as a file) and an autoclear loop
+ * device; with a kernel rbd module `rbd map` would take their place. Formatted only when blank.
+ * Exclusive: before attaching, Ballast takes RBD's advisory lock `ballast-<node>` on the image, so a
+ * second host is refused read-write and told which node holds it. (Expiry and fencing of a dead
+ * node's lock belong to cluster mode.)
+ */
+export class RbdBackend implements Backend, HealthChecker {
+  readonly type = 'rbd';
+  readonly shareable = false;
+  readonly optionDocs = OPTIONS;
+  private readonly ceph: CephClient;
+  private readonly pool: string;
+  private readonly defaultFstype: FsType;
+  private readonly base: string;
+  private readonly lockId: string;
+
+  constructor(readonly name: string, config: Readonly<Record<string, unknown>>, private readonly ctx: BackendContext) {
+    this.ceph = new CephClient(name, 'rbd', config, ctx.exec);
+    const c = new ConfigReader(name, config);
+    this.pool = c.str('pool', { def: 'rbd', re: /^[a-zA-Z0-9_.-]+$/, hint: 'a pool name' })!;
+    this.defaultFstype = c.str('defaultFstype', { def: 'ext4', re: /^(ext4|xfs|btrfs)$/, hint: FSTYPES.join(', ') }) as FsType;
+    this.base = within(ctx.root, 'backends', name);
+    this.lockId = `ballast-${(ctx.node ?? 'node').replace(/[^a-zA-Z0-9_.-]/g, '_').slice(0, 64)}`;
+  }
+
+  parseOptions(opts: Readonly<Record<string, string>>): Record<string, unknown> {
+    checkOptionKeys(this.name, opts, OPTIONS);
+    const fstype = (opts.fstype ?? this.defaultFstype) as FsType;
+    if (!FSTYPES.includes(fstype)) throw new InvalidArgumentError(`fstype ${JSON.stringify(opts.fstype)} is not supported; choose one of ${FSTYPES.join(', ')}`);
+    const existing = opts.existing !== undefined;
+    if (existing && !/^[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,254}$/.test(opts.existing!)) throw new InvalidArgumentError(`existing=${JSON.stringify(opts.existing!.slice(0, 80))} is not an RBD image name`);
+    if (!existing && opts.size === undefined) throw new InvalidArgumentError(`backend ${this.name} needs a size, e.g. -o size=10G (or -o existing=IMAGE)`);
+    const size = opts.size !== undefined ? parseSize(opts.size) : undefined;
+    if (size !== undefined && size < MIN_SIZE[fstype]) throw new InvalidArgumentError(`size ${opts.size} is too small for ${fstype}; the minimum is ${formatSize(MIN_SIZE[fstype])}`);
+    if (size !== undefined && size % (1024 * 1024) !== 0) throw new InvalidArgumentError(`size ${opts.size} must be a whole number of MiB for RBD`);
+    const mountopts: string[] = [];
+    for (const o of (opts.mountopts ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+      if (!(MOUNT_OPTION_ALLOWLIST as readonly string[]).includes(o)) throw new InvalidArgumentError(`mount option ${JSON.stringify(o)} is not allowed; allowed: ${MOUNT_OPTION_ALLOWLIST.join(', ')}`);
+      if (!mountopts.includes(o)) mountopts.push(o);
+    }
+    mountopts.sort();
+    return { ...(existing ? { image: opts.existing } : {}), ...(size !== undefined ? { size } : {}), fstype, mountopts, existing } satisfies RbdSpec;
+  }
+
+  mountpointFor(name: string): string { return within(this.base, 'mounts', name); }
+  private fuseDirOf(name: string): string { return within(this.base, 'fuse', name); }
+  private imageOf(vol: VolumeRecord): string { return (vol.spec.image as string | undefined) ?? vol.name; }
+  private spec(vol: VolumeRecord): RbdSpec { return vol.spec as unknown as RbdSpec; }
+
+  private async info(image: string): Promise<{ size: number; features?: string[] } | undefined> {
+    const r = await this.ceph.run('rbd', ['info', `${this.pool}/${image}`, '--format', 'json'], [0, 2]);
+    return r.code === 0 ? JSON.parse(r.stdout) as { size: number; features?: string[] } : undefined;
+  }
+
+  /** Attaches the image as a file through rbd-fuse; returns the file. */
+  private async attach(vol: VolumeRecord): Promise<string> {
+    const dir = this.fuseDirOf(vol.name);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    if (!(await this.ctx.mounts.at(dir))) {
+      try {
+        await mountAndVerify(this.ctx.exec, this.ctx.mounts, ['rbd-fuse', ...this.ceph.identity(), '-p', this.pool, '-r', this.imageOf(vol), dir], dir, this.ceph.timeoutSec * 1000);
+      } catch (e) {
+        throw new UnavailableError(`${this.ceph.label}: could not attach image ${this.pool}/${this.imageOf(vol)} with rbd-fuse: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    return within(dir, this.imageOf(vol));
+  }
+
+  private async detach(vol: VolumeRecord): Promise<void> {
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol.name));
+  }
+
+  async provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>> {
+    const spec = this.spec(vol);
+    const image = this.imageOf(vol);
+    const found = await this.info(image);
+    if (spec.existing && !found) throw new InvalidArgumentError(`${this.ceph.label}: existing=${image} is not an image of pool ${this.pool}`);
+    if (!spec.existing) {
+      if (found && !pc?.resumed) throw new ConflictError(`${this.ceph.label}: image ${this.pool}/${image} already exists; to use it, create the volume with -o existing=${image} (Ballast then never deletes it)`);
+      // layering only: the exclusive-lock feature takes the same RADOS lock as `rbd lock add`, and a
+      // client that cannot get it waits forever.
+      if (!found) await this.ceph.run('rbd', ['create', `${this.pool}/${image}`, '--size', `${spec.size! / 1048576}M`, '--image-feature', 'layering']);
+    }
+    if (found?.features?.includes('exclusive-lock')) {
+      throw new InvalidArgumentError(`${this.ceph.label}: image ${this.pool}/${image} has the exclusive-lock feature, which conflicts with the advisory lock Ballast uses to keep a second host out; disable it first: rbd feature disable ${this.pool}/${image} fast-diff object-map exclusive-lock`);
+    }
+    // Format only a blank image, under our own lock so no other host attaches it meanwhile.
+    await this.lock(vol);
+    try {
+      const file = await this.attach(vol);
+      try {
+        const sig = await probeSignature(this.ctx.exec, file);
+        if (!sig) await makeFilesystem(this.ctx.exec, spec.fstype, file, vol.name);
+        else if (sig.type !== spec.fstype) throw new InternalError(`${this.ceph.label}: image ${this.pool}/${image} holds ${sig.type ?? sig.ptType ?? 'data'}, not ${spec.fstype}; Ballast will not format over it. Use -o fstype=${sig.type ?? '...'}`);
+      } finally { await this.detach(vol); }
+    } finally { await this.unlock(vol); }
+    return { pool: this.pool, image, createdByBallast: !spec.existing, formatted: true };
+  }
+
+  async deprovision(vol: VolumeRecord): Promise<void> {
+    await this.unpublish(vol);
+    await rmdir(this.mountpointFor(vol.name)).catch(() => undefined);
+    await rmdir(this.fuseDirOf(vol.name)).catch(() => undefined);
+    if (this.spec(vol).existing) return;
+    const r = await this.ceph.run('rbd', ['rm', '--no-progress', `${this.pool}/${this.imageOf(vol)}`], [0, 2]);
+    if (r.code === 2) this.ctx.log.warn({ volume: vol.name }, 'rbd image was already gone');
+  }
+
+  private async locks(vol: VolumeRecord): Promise<RbdLock[]> {
+    return this.ceph.json<RbdLock[]>('rbd', ['lock', 'ls', `${this.pool}/${this.imageOf(vol)}`]);
+  }
+
+  /** Takes the advisory lock, or proves this node already holds it; refuses when another node does. */
+  private async lock(vol: VolumeRecord): Promise<void> {
+    const image = `${this.pool}/${this.imageOf(vol)}`;
+    const r = await this.ceph.run('rbd', ['lock', 'add', image, this.lockId], [0, 16]);
+    if (r.code === 0) return;
+    const held = await this.locks(vol);
+    if (held.some((l) => l.id === this.lockId)) return; // ours, from before a restart
+    const who = held.map((l) => `${l.id.replace(/^ballast-/, 'node ')} (${l.locker} at ${l.address})`).join(', ') || 'another client';
+    throw new BusyError(`volume ${vol.name} (rbd image ${image}) is attached read-write by ${who}; an RBD volume is not shareable. Stop its containers there first, or remove the stale lock with: rbd lock rm ${image} <id> <locker>`);
+  }
+
+  private async unlock(vol: VolumeRecord): Promise<void> {
+    for (const l of (await this.locks(vol)).filter((x) => x.id === this.lockId)) {
+      await this.ceph.run('rbd', ['lock', 'rm', `${this.pool}/${this.imageOf(vol)}`, l.id, l.locker], [0, 2]);
+    }
+  }
+
+  async publish(vol: VolumeRecord): Promise<void> {
+    const spec = this.spec(vol);
+    const mp = this.mountpointFor(vol.name);
+    await mkdir(mp, { recursive: true, mode: 0o755 });
+    const cur = await this.ctx.mounts.at(mp);
+    if (cur) {
+      if (cur.fstype !== spec.fstype) throw new InternalError(`${mp} is already mounted with ${cur.fstype}, not volume ${vol.name}'s ${spec.fstype}; unmount it first`);
+      return;
+    }
+    await this.lock(vol);
+    try {
+      const file = await this.attach(vol);
+      const sig = await probeSignature(this.ctx.exec, file);
+      if (!sig) throw new InternalError(`image ${this.pool}/${this.imageOf(vol)} of volume ${vol.name} has no filesystem signature although Ballast formatted it; refusing to format it again. Inspect it before use`);
+      if (sig.type !== spec.fstype) throw new InternalError(`image ${this.pool}/${this.imageOf(vol)} of volume ${vol.name} holds ${sig.type ?? 'something else'}, not ${spec.fstype}; refusing to mount it`);
+      await mountImage(this.ctx.exec, file, spec.fstype, mp, spec.mountopts);
+    } catch (e) {
+      await this.detach(vol).catch(() => undefined);
+      await this.unlock(vol).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async unpublish(vol: VolumeRecord): Promise<void> {
+    const mp = this.mountpointFor(vol.name);
+    const cur = await this.ctx.mounts.at(mp);
+    if (cur) {
+      try { await unmount(this.ctx.exec, mp); } catch (e) {
+        // The filesystem of a dead rbd-fuse client cannot be unmounted cleanly; detach it lazily.
+        if (!/not connected|Input\/output error/i.test((e as Error).message)) throw e;
+        await this.ctx.exec(['umount', '-l', '--', mp], { timeoutMs: 60_000 });
+      }
+    }
+    await this.detach(vol);
+    await this.unlock(vol);
+  }
+
+  probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
+    const mp = this.mountpointFor(vol.name);
+    return snap.mounts.some((m) => m.mountpoint === mp) ? 'mounted' : 'unmounted';
+  }
+
+  async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
+    const r = await mountAlive(this.ctx.exec, this.fuseDirOf(vol.name));
+    return { healthy: r.alive, reason: r.reason };
+  }
+
+  status(vol: VolumeRecord): Record<string, unknown> {
+    const s = this.spec(vol);
+    return { pool: this.pool, image: this.imageOf(vol), fstype: s.fstype, ...(s.size ? { size: formatSize(s.size), sizeBytes: s.size } : {}), mountopts: s.mountopts.join(','), existing: s.existing, lock: this.lockId };
+  }
+}
+
+export const rbdFactory: BackendFactory = {
+  type: 'rbd',
+  configKeys: [...CEPH_CONFIG_KEYS, 'pool', 'defaultFstype'],
+  create: (instance, config, ctx) => new RbdBackend(instance, config, ctx),
+};

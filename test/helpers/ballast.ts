@@ -39,7 +39,12 @@ export interface BallastProc {
  * Starts `ballast daemon` as a child process with its own root and a plugin socket name unique to
  * the run (so tests never collide with another plugin), and waits until both sockets answer.
  */
-export async function startBallast(opts: { root: string; socket?: string; driver?: string; extraArgs?: string[]; env?: NodeJS.ProcessEnv; configFile?: string }): Promise<BallastProc> {
+/**
+ * `wrap` runs the daemon under a command, e.g. ['unshare', '-m', '--propagation', 'private'] for a
+ * second "host": a daemon with its own root, socket and mount namespace on the same machine
+ * (read its mounts with `nsenter -t <pid> -m`).
+ */
+export async function startBallast(opts: { root: string; socket?: string; driver?: string; extraArgs?: string[]; env?: NodeJS.ProcessEnv; configFile?: string; wrap?: string[] }): Promise<BallastProc> {
   const driver = opts.driver ?? uniqueName('ballast-t');
   const socket = opts.socket ?? `/run/docker/plugins/${driver}.sock`;
   const adminSocket = join(opts.root, 'admin.sock');
@@ -54,7 +59,8 @@ export async function startBallast(opts: { root: string; socket?: string; driver
     const args = [BIN, 'daemon', '--root', opts.root, '--socket', socket, '--log-level', 'debug', ...(opts.configFile ? ['--config', opts.configFile] : []), ...(opts.extraArgs ?? [])];
     const env: NodeJS.ProcessEnv = { ...process.env, ...(opts.env ?? {}), ...(envOverride ?? {}) };
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
-    const c = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env });
+    const w = opts.wrap ?? [];
+    const c = w.length ? spawn(w[0], [...w.slice(1), process.execPath, ...args], { stdio: ['ignore', fd, fd], env }) : spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env });
     child = c;
     exited = new Promise((r) => c.once('exit', (code) => r(code)));
     exit = new Promise((r) => c.once('exit', (code, signal) => r({ code, signal })));

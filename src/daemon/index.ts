@@ -18,8 +18,7 @@ import { VolumeService } from '../core/service.js';
 import { hostExec, type Exec } from '../host/exec.js';
 import { ProcMountTable, type MountTable } from '../host/mountinfo.js';
 import { prepareSocketPath, restrictSocket } from '../host/socket.js';
-import { dockerPluginServer } from '../frontends/docker-plugin/server.js';
-import { adminServer } from '../frontends/admin/server.js';
+import { buildApi } from '../frontends/api.js';
 import { hostChecks, pluginChecks, reconcilerChecks } from './doctor.js';
 import { UnavailableError } from '../core/errors.js';
 import { faultInjector } from '../core/faults.js';
@@ -71,7 +70,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const first = await reconciler.runOnce({ checkDocker: true });
 
   const startedAt = new Date().toISOString();
-  const admin = adminServer({
+  const api = buildApi(service, log, {
     service, log,
     health: () => ({ ok: true, version: VERSION, node: config.node, root: config.root, socket: config.socket, driver: driverName(config.socket), backends: backends.names(), startedAt, pid: process.pid }),
     doctor: async () => ({
@@ -80,13 +79,12 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
     reconcile: () => reconciler.status(),
     repair: () => reconciler.runOnce({ repair: true, checkDocker: true }),
   });
-  const plugin = dockerPluginServer(service, log);
 
   await prepareSocketPath(config.adminSocket);
-  await admin.listen({ path: config.adminSocket });
-  await restrictSocket(config.adminSocket);
   await prepareSocketPath(config.socket);
-  await plugin.listen({ path: config.socket });
+  const umask = process.umask(0o177); // the sockets are born 0600
+  try { await api.listen(config.socket, config.adminSocket); } finally { process.umask(umask); }
+  await restrictSocket(config.adminSocket);
   await restrictSocket(config.socket);
   const serveMs = Math.round(performance.now() - t0);
   log.info({ socket: config.socket, adminSocket: config.adminSocket, root: config.root, driver: driverName(config.socket), backends: backends.names(), version: VERSION, serveMs, recovered: recovered.length, repairs: first.repairs.length }, 'ballast serving');
@@ -103,7 +101,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const stop = (reason = 'stop') => (stopping ??= (async () => {
     log.info({ reason }, 'ballast stopping; mounts stay in place');
     await reconciler.stop();
-    const closing = Promise.allSettled([plugin.close(), admin.close()]);
+    const closing = api.close();
     const drained = await Promise.race([
       service.drain().then(() => true),
       new Promise<boolean>((r) => setTimeout(r, config.shutdownTimeoutSec * 1000, false).unref()),

@@ -10,6 +10,9 @@ import { pidAlive, run, sleep, waitFor, type RunResult } from './proc.js';
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const BIN = join(REPO, 'bin', 'ballast.js');
 
+/** The V8 flags of bin/ballast.js's shebang: the daemon runs under tests as it runs for users. */
+export const NODE_FLAGS: string[] = readFileSync(BIN, 'utf8').split('\n')[0].split(/\s+/).filter((a) => a.startsWith('--'));
+
 export function uniqueName(prefix = 'bt'): string { return `${prefix}${randomBytes(4).toString('hex')}`; }
 
 export interface BallastProc {
@@ -60,7 +63,8 @@ export async function startBallast(opts: { root: string; socket?: string; driver
     const env: NodeJS.ProcessEnv = { ...process.env, ...(opts.env ?? {}), ...(envOverride ?? {}) };
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
     const w = opts.wrap ?? [];
-    const c = w.length ? spawn(w[0], [...w.slice(1), process.execPath, ...args], { stdio: ['ignore', fd, fd], env }) : spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env });
+    const node = [process.execPath, ...NODE_FLAGS];
+    const c = w.length ? spawn(w[0], [...w.slice(1), ...node, ...args], { stdio: ['ignore', fd, fd], env }) : spawn(node[0], [...node.slice(1), ...args], { stdio: ['ignore', fd, fd], env });
     child = c;
     exited = new Promise((r) => c.once('exit', (code) => r(code)));
     exit = new Promise((r) => c.once('exit', (code, signal) => r({ code, signal })));

@@ -1,8 +1,8 @@
-import Fastify, { type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { VolumeService } from '../../core/service.js';
 import type { VolumeInfo, VolumeSummary } from '../../core/types.js';
-import { acceptJsonAnyContentType, describeError, field, BODY_LIMIT } from '../http-common.js';
+import { describeError, field } from '../http-common.js';
 import { InvalidArgumentError } from '../../core/errors.js';
 
 /**
@@ -10,18 +10,28 @@ import { InvalidArgumentError } from '../../core/errors.js';
  * /VolumeDriver.{Create,Remove,Mount,Unmount,Path,Get,List,Capabilities}. A thin translator: wire
  * types in, one VolumeService call, wire types out; errors become `{"Err": "..."}`.
  */
-export function dockerPluginServer(service: VolumeService, log: Logger): FastifyInstance {
-  const app = Fastify({ bodyLimit: BODY_LIMIT, logger: false, return503OnClosing: true });
-  acceptJsonAnyContentType(app);
+export function dockerPluginRoutes(service: VolumeService, log: Logger) {
+  return async (app: FastifyInstance): Promise<void> => routes(app, service, log);
+}
 
+/** Errors in the plugin protocol's form, `{"Err": "..."}`. */
+export function pluginErrors(app: FastifyInstance, log: Logger): void {
   app.setErrorHandler((err, req, reply) => {
     const { status, message } = describeError(err);
     if (status >= 500) log.error({ route: req.url, err: message }, 'plugin request failed');
     void reply.code(status).header('content-type', PLUGIN_CT).send({ Err: message });
   });
+}
+
+/** The answer to a path nobody serves, in the plugin protocol's form. */
+export function pluginNotFound(app: FastifyInstance): void {
   app.setNotFoundHandler((req, reply) => {
     void reply.code(404).header('content-type', PLUGIN_CT).send({ Err: `unknown endpoint ${req.method} ${req.url.slice(0, 200)}; this is a Docker volume plugin (VolumeDriver.*)` });
   });
+}
+
+function routes(app: FastifyInstance, service: VolumeService, log: Logger): void {
+  pluginErrors(app, log);
   app.addHook('onSend', async (_req, reply, payload) => {
     reply.header('content-type', PLUGIN_CT);
     return payload;
@@ -58,7 +68,6 @@ export function dockerPluginServer(service: VolumeService, log: Logger): Fastify
     void reply.type(PLUGIN_CT);
     return body;
   });
-  return app;
 }
 
 export const PLUGIN_CT = 'application/vnd.docker.plugins.v1.2+json';

@@ -2,7 +2,7 @@
  * Ballast benchmark: plugin API latency with 10,000 volumes, block create+mount against the host
  * tools, `docker run -v` against Docker's local driver, and daemon RSS, in one run.
  *
- *   npm run bench [-- --out FILE] [-- --sections api,variant,block,docker]
+ *   npm run bench [-- --out FILE] [-- --sections api,block,docker,restart]
  *
  * One JSON object goes to stdout and to --out (default ./bench-results.json); progress and the
  * table go to stderr. Sections that need root or dockerd are skipped with the reason.
@@ -14,12 +14,12 @@ import { Cleanups } from './lib/cleanup.js';
 import { table, type Figure } from './lib/report.js';
 import { loadAvg } from './lib/proc-status.js';
 import type { BenchContext, SectionResult } from './lib/context.js';
-import { apiSection, API_DEFAULTS } from './sections/api.js';
+import { apiSection } from './sections/api.js';
+import { restartSection } from './sections/restart.js';
 import { blockSection } from './sections/block.js';
 import { dockerSection } from './sections/docker.js';
 
-const RSS_VARIANT = 'NODE_OPTIONS=--max-semi-space-size=1';
-const ALL = ['api', 'variant', 'block', 'docker'] as const;
+const ALL = ['api', 'block', 'docker', 'restart'] as const;
 type SectionName = (typeof ALL)[number];
 
 function parseArgs(argv: string[]): { out: string; sections: SectionName[] } {
@@ -35,7 +35,7 @@ function parseArgs(argv: string[]): { out: string; sections: SectionName[] } {
       sections = v.split(',').map((s) => s.trim()).filter(Boolean) as SectionName[];
       for (const s of sections) if (!ALL.includes(s)) throw new Error(`unknown section ${s}; choose from ${ALL.join(', ')}`);
     } else if (a === '-h' || a === '--help') {
-      process.stderr.write('usage: node dist/bench/run.js [--out FILE] [--sections api,variant,block,docker]\n');
+      process.stderr.write('usage: node dist/bench/run.js [--out FILE] [--sections api,block,docker,restart]\n');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -96,17 +96,14 @@ async function main(): Promise<void> {
     // cheapest before the API section has grown this process's heap.
     if (args.sections.includes('block')) await runSection('block', async (ctx) => ({ block: await blockSection(ctx) }));
     if (args.sections.includes('api')) await runSection('api + rss', async (ctx) => ({ ...(await apiSection(ctx)) }));
-    // The same workload on a daemon launched with a small young generation: memory only, no targets.
-    if (args.sections.includes('variant')) {
-      await runSection('rss variant', async (ctx) => ({ 'rss-variant': (await apiSection(ctx, API_DEFAULTS, { label: RSS_VARIANT, env: { NODE_OPTIONS: RSS_VARIANT.replace('NODE_OPTIONS=', '') } })).rss }));
-    }
+    if (args.sections.includes('restart')) await runSection('restart', async (ctx) => ({ restart: await restartSection(ctx) }));
     if (args.sections.includes('docker')) await runSection('docker', async (ctx) => ({ docker: await dockerSection(ctx) }));
   } finally {
     rmSync(tmpBase, { recursive: true, force: true });
   }
 
   // Order the figures as in the brief: api, block, docker, rss.
-  const order = ['api', 'block', 'docker', 'rss'];
+  const order = ['api', 'block', 'docker', 'rss', 'restart'];
   figures.sort((a, b) => order.indexOf(a.section) - order.indexOf(b.section));
   const withTarget = figures.filter((f) => f.target);
   const loadEnd = loadAvg();

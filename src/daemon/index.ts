@@ -68,6 +68,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   // Before serving: finish or undo what a crash interrupted, then make the host match the ledger.
   const recovered = await service.recover();
   const first = await reconciler.runOnce({ checkDocker: true });
+  const reconciledMs = Math.round(performance.now() - t0);
 
   const startedAt = new Date().toISOString();
   const api = buildApi(service, log, {
@@ -87,7 +88,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   await restrictSocket(config.adminSocket);
   await restrictSocket(config.socket);
   const serveMs = Math.round(performance.now() - t0);
-  log.info({ socket: config.socket, adminSocket: config.adminSocket, root: config.root, driver: driverName(config.socket), backends: backends.names(), version: VERSION, serveMs, recovered: recovered.length, repairs: first.repairs.length }, 'ballast serving');
+  log.info({ socket: config.socket, adminSocket: config.adminSocket, root: config.root, driver: driverName(config.socket), backends: backends.names(), version: VERSION, serveMs, reconciledMs, reconcilePassMs: first.ms, volumes: first.volumes, recovered: recovered.length, repairs: first.repairs.length }, 'ballast serving');
   reconciler.start();
   // Swarm schedules onto a legacy plugin only once dockerd has activated it; a volume list does that.
   if (docker) {

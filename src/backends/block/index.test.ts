@@ -29,6 +29,7 @@ function fakeHost(types: Record<string, string | undefined> = {}) {
         types[argv[argv.length - 1]] = argv[0].slice(5);
         return ok();
       case 'mount':
+        if (types[argv[argv.length - 2]] !== argv[2]) return Promise.reject(new ExecError(argv, { code: 32, stdout: '', stderr: 'wrong fs type' }, 'exit code 32'));
         mounted.push({ id: 1, parent: 0, majorMinor: '7:0', root: '/', mountpoint: argv[argv.length - 1], options: 'rw', fstype: argv[2], source: '/dev/loop0', superOptions: '' });
         return ok();
       case 'umount': mounted.splice(mounted.findIndex((m) => m.mountpoint === argv[argv.length - 1]), 1); return ok();

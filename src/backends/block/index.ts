@@ -87,13 +87,14 @@ export class BlockBackend implements Backend, OrphanFinder {
     let adopted = false;
     try {
       const fh = await open(image, 'wx', 0o600);
-      try { await fh.truncate(spec.size); await fh.sync(); } finally { await fh.close(); }
+      try { await fh.truncate(spec.size); } finally { await fh.close(); }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       adopted = true; // a retry after a crash, or an image left behind: never truncate or format what is there
     }
     this.ctx.fault?.('block.image-created');
-    const sig = await probeSignature(this.ctx.exec, image);
+    // An image this call created (O_EXCL) is blank by construction; one that was there is probed first.
+    const sig = adopted ? await probeSignature(this.ctx.exec, image) : undefined;
     if (!sig) {
       try {
         await makeFilesystem(this.ctx.exec, spec.fstype, image, vol.name);
@@ -128,15 +129,20 @@ export class BlockBackend implements Backend, OrphanFinder {
     if (!(await stat(image).catch(() => undefined))) {
       throw new InternalError(`the image ${image} of volume ${vol.name} is missing; Ballast will not create an empty one in its place. Restore it, or remove the volume`);
     }
-    const sig = await probeSignature(this.ctx.exec, image);
-    if (!sig) {
-      // Formatted at create: a blank image now means something wiped it. Never format twice.
-      throw new InternalError(`the image ${image} of volume ${vol.name} has no filesystem signature although Ballast formatted it; refusing to format it again. Inspect it (blkid -p, fsck) before use`);
+    // mount -t names the filesystem, so a wiped or foreign image fails to mount and is never formatted;
+    // only then is it probed, to say why.
+    try {
+      await mountImage(this.ctx.exec, image, spec.fstype, mp, spec.mountopts);
+    } catch (e) {
+      const sig = await probeSignature(this.ctx.exec, image).catch(() => undefined);
+      if (!sig) {
+        throw new InternalError(`the image ${image} of volume ${vol.name} has no filesystem signature although Ballast formatted it; refusing to format it again. Inspect it (blkid -p, fsck) before use`, { cause: e });
+      }
+      if (sig.type !== spec.fstype) {
+        throw new InternalError(`the image ${image} of volume ${vol.name} holds ${sig.type ?? 'something else'}, not ${spec.fstype}; refusing to mount it`, { cause: e });
+      }
+      throw e;
     }
-    if (sig.type !== spec.fstype) {
-      throw new InternalError(`the image ${image} of volume ${vol.name} holds ${sig.type ?? 'something else'}, not ${spec.fstype}; refusing to mount it`);
-    }
-    await mountImage(this.ctx.exec, image, spec.fstype, mp, spec.mountopts);
   }
 
   async unpublish(vol: VolumeRecord): Promise<void> {

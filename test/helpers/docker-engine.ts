@@ -35,6 +35,7 @@ const DOCKER = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
  * A busybox:local image is made with `docker import` from Debian's busybox-static (nothing is pulled).
  */
 export async function startDockerEngine(opts: { dir?: string; extraArgs?: string[] } = {}): Promise<DockerEngine> {
+  await sweepDeadTestSockets();
   const dir = opts.dir ?? mkdtempSync(join('/var/tmp', 'ballast-dockerd-'));
   mkdirSync(join(dir, 'data'), { recursive: true });
   mkdirSync(join(dir, 'exec'), { recursive: true });
@@ -86,6 +87,21 @@ export async function startDockerEngine(opts: { dir?: string; extraArgs?: string
     },
   };
   return eng;
+}
+
+/**
+ * dockerd asks every socket in /run/docker/plugins when it looks up a volume it does not know, and
+ * retries a dead one for ~15 s. A test daemon killed with SIGKILL leaves its socket there; remove the
+ * dead ones of test daemons (named ballast-t*.sock by startBallast) so they cannot slow later tests.
+ */
+export async function sweepDeadTestSockets(dir = '/run/docker/plugins'): Promise<void> {
+  let names: string[] = [];
+  try { names = readdirSync(dir); } catch { return; }
+  for (const n of names.filter((x) => /^ballast-t[0-9a-f]+\.sock$/.test(x))) {
+    const p = join(dir, n);
+    const alive = await unixRequest(p, 'POST', '/Plugin.Activate', undefined, { timeoutMs: 1000 }).then(() => true, () => false);
+    if (!alive) rmSync(p, { force: true });
+  }
 }
 
 /** containerd and its shims started by this dockerd (found by their exec-root under dir), killed by PID. */

@@ -2,10 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
 import { nfsFs, nfsFactory } from './nfs/index.js';
-import { sshfsFs } from './sshfs/index.js';
-import { glusterFs } from './glusterfs/index.js';
+import { sshfsFs, sshfsFactory } from './sshfs/index.js';
+import { glusterFs, glusterfsFactory } from './glusterfs/index.js';
 import { s3Fs } from './s3/index.js';
-import { parseSubpath } from './remote-dir.js';
+import { parseSubpath, RemoteDirBackend } from './remote-dir.js';
+import { spawn } from 'node:child_process';
 import type { BackendContext } from './types.js';
 
 const ctx = { root: '/var/lib/ballast', exec: async () => ({ code: 0, stdout: '', stderr: '' }), mounts: { list: async () => [], at: async () => undefined }, log: pino({ level: 'silent' }) } as BackendContext;
@@ -70,4 +71,54 @@ test('existing= must stay inside the share', () => {
   for (const bad of ['../etc', '/abs', 'a/../b', 'a//b', '', '.', 'a b', 'a\u0000b', 'x'.repeat(600)]) {
     assert.throws(() => parseSubpath(bad, 'existing'), /relative path inside the share/, bad);
   }
+});
+
+test('nfs: per-volume options, nested existing= paths, label and status name the server, timeout from the config', () => {
+  const b = nfsFactory.create('n', { server: 'filer1', export: '/exports/docker', mountTimeoutSec: 12 }, ctx);
+  assert.deepEqual(b.parseOptions({ existing: 'team/db/', mountopts: 'ro,noatime' }), { mountopts: ['ro', 'noatime'], dir: 'team/db', existing: true });
+  assert.deepEqual(b.parseOptions({}), { mountopts: [], existing: false });
+  assert.throws(() => b.parseOptions({ size: '1G' }), /unknown option "size" for backend n; accepted options: backend, existing, mountopts/);
+  assert.throws(() => b.parseOptions({ existing: '../up' }), /relative path inside the share/);
+  const fs = nfsFs('n', { server: 'filer1', export: '/exports/docker', mountTimeoutSec: 12 });
+  assert.equal(fs.mountTimeoutMs, 12_000);
+  assert.equal(nfsFs('n', { server: 'filer1', export: '/e' }).mountTimeoutMs, 30_000);
+  assert.equal(fs.label, 'nfs backend n (server filer1:/exports/docker)');
+  assert.deepEqual(fs.statusFacts, { server: 'filer1', export: '/exports/docker' });
+  assert.deepEqual(fs.mountArgv('team/db', '/m/v', { mountopts: ['ro'] }), ['mount', '-t', 'nfs', '-o', 'ro', 'filer1:/exports/docker/team/db', '/m/v']);
+  assert.equal(b.status({ name: 'v', backend: 'n', spec: { mountopts: [], dir: 'team/db', existing: true }, mountpoint: '/m/v', createdAt: '', state: 'ready', details: {} }).dir, 'team/db');
+  assert.throws(() => nfsFs('n', { server: 'f', export: '/e', mountTimeoutSec: 0 }), /mountTimeoutSec must be a whole number/);
+});
+
+test('sshfs and glusterfs take no per-volume option but existing=', () => {
+  const s = sshfsFactory.create('s', { host: 'h', path: '/p', identityFile: '/k' }, ctx);
+  const g = glusterfsFactory.create('g', { servers: ['g1'], volume: 'gv0' }, ctx);
+  for (const b of [s, g]) {
+    assert.deepEqual(b.parseOptions({ existing: 'a/b' }), { dir: 'a/b', existing: true });
+    assert.throws(() => b.parseOptions({ size: '1G' }), new RegExp(`unknown option "size" for backend ${b.name}; accepted options: backend, existing$`));
+  }
+});
+
+test('checkHealth: a mount is dead only when its client process is gone, not while a live client waits for its server', async () => {
+  const notConnected = async (argv: readonly string[]) => {
+    if (argv[0] === 'stat') throw new Error("stat failed: exit code 1: stat: cannot statx '/x': Transport endpoint is not connected");
+    return { code: 0, stdout: '', stderr: '' };
+  };
+  const b = glusterfsFactory.create('g', { servers: ['g1'], volume: 'gv0' }, { ...ctx, root: '/var/lib/ballast-unit-test', exec: notConnected });
+  const vol = { name: `v${process.pid}`, backend: 'g', spec: { existing: false }, mountpoint: '', createdAt: '', state: 'ready' as const, details: {} };
+  const mp = b.mountpointFor(vol.name);
+  const dead = await (b as RemoteDirBackend).checkHealth(vol);
+  assert.equal(dead.healthy, false);
+  assert.match(dead.reason ?? '', /not connected/);
+  // A live process with the mountpoint among its arguments stands for the client (glusterfs, sshfs).
+  const client = spawn('sh', ['-c', 'sleep 30; :', 'glusterfs', mp], { stdio: 'ignore' });
+  try {
+    await new Promise((r) => setTimeout(r, 100));
+    const away = await (b as RemoteDirBackend).checkHealth(vol);
+    assert.equal(away.healthy, true);
+    assert.match(away.reason ?? '', new RegExp(`glusterfs client \\(pid ${client.pid}\\) is running and reconnects by itself`));
+  } finally {
+    client.kill('SIGKILL');
+  }
+  const healthy = glusterfsFactory.create('g', { servers: ['g1'], volume: 'gv0' }, ctx) as RemoteDirBackend;
+  assert.deepEqual(await healthy.checkHealth(vol), { healthy: true });
 });

@@ -4,7 +4,7 @@ import type { VolumeRecord } from '../core/types.js';
 import { ConflictError, InvalidArgumentError, UnavailableError } from '../core/errors.js';
 import { checkOptionKeys } from './options.js';
 import { within } from '../host/paths.js';
-import { mountAlive, mountAndVerify, unmountAndWait } from '../host/fuse.js';
+import { mountAlive, mountAndVerify, processesMentioning, unmountAndWait } from '../host/fuse.js';
 
 /**
  * A network filesystem whose share holds one directory per volume (GlusterFS, sshfs, S3 via s3fs,
@@ -133,8 +133,17 @@ export class RemoteDirBackend implements Backend, HealthChecker {
   }
 
   async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
-    const r = await mountAlive(this.ctx.exec, this.mountpointFor(vol.name));
-    return { healthy: r.alive, reason: r.reason };
+    const mp = this.mountpointFor(vol.name);
+    const r = await mountAlive(this.ctx.exec, mp);
+    if (r.alive) return { healthy: true };
+    // A client whose server is away can answer like a dead mount (glusterfs says "Transport endpoint
+    // is not connected" while its bricks are down) and reconnects by itself once the server is back.
+    // Only a mount whose client process is gone is dead: mounting again in place would leave running
+    // containers on the old client (and a second client for the volume), and fails anyway while the
+    // server is down.
+    const clients = await processesMentioning(mp);
+    if (clients.length > 0) return { healthy: true, reason: `the ${this.fs.type} client (pid ${clients.join(', ')}) is running and reconnects by itself; the server is unreachable for now: ${r.reason}` };
+    return { healthy: false, reason: r.reason };
   }
 
   status(vol: VolumeRecord): Record<string, unknown> {

@@ -5,7 +5,8 @@ import { within } from '../../host/paths.js';
 
 /**
  * sshfs: each volume is a directory under `path` on an SSH server, mounted with sshfs (a FUSE daemon
- * that outlives Ballast). The key is read from `identityFile`; it never appears in argv or logs.
+ * that outlives Ballast). The key is read from `identityFile`: its path is on the command line, its
+ * contents never are (nor in logs or Status).
  */
 export function sshfsFs(instance: string, config: Readonly<Record<string, unknown>>, root: string): RemoteFs {
   const c = new ConfigReader(instance, config);

@@ -48,9 +48,10 @@ test('sshfs: argv names the key file, never a secret; config values cannot add m
 });
 
 test('glusterfs: subdirectory mount with backup volfile servers', () => {
-  const fs = glusterFs('g', { servers: ['g1', 'g2', 'g3'], volume: 'gv0' });
-  assert.deepEqual(fs.mountArgv('db', '/m/db', {}), ['mount', '-t', 'glusterfs', '-o', 'backup-volfile-servers=g2:g3', 'g1:/gv0/db', '/m/db']);
-  assert.deepEqual(glusterFs('g', { servers: ['g1'], volume: 'gv0' }).mountArgv('', '/m', {}), ['mount', '-t', 'glusterfs', 'g1:/gv0', '/m']);
+  const fs = glusterFs('g', { servers: ['g1', 'g2', 'g3'], volume: 'gv0' }, '/r');
+  assert.deepEqual(fs.mountArgv('db', '/m/db', {}), ['mount', '-t', 'glusterfs', '-o', 'backup-volfile-servers=g2:g3,log-file=/r/backends/g/logs/db.log,log-level=WARNING', 'g1:/gv0/db', '/m/db']);
+  assert.deepEqual(glusterFs('g', { servers: ['g1'], volume: 'gv0' }, '/r').mountArgv('', '/m', {}), ['mount', '-t', 'glusterfs', '-o', 'log-file=/r/backends/g/logs/_share.log,log-level=WARNING', 'g1:/gv0', '/m']);
+  assert.equal(fs.mountArgv('team/db', '/m/x', {})[4].split(',')[1], 'log-file=/r/backends/g/logs/team_db.log');
   assert.throws(() => glusterFs('g', { servers: [], volume: 'gv0' }), /non-empty list/);
   assert.throws(() => glusterFs('g', { servers: ['g1'], volume: 'gv0/../x' }), /volume is not valid/);
 });

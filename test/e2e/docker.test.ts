@@ -11,13 +11,11 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, w
 import { join } from 'node:path';
 import { dockerSkipReason, startDockerEngine, type DockerEngine } from '../helpers/docker-engine.js';
 import { BIN, startBallast, uniqueName, type BallastProc } from '../helpers/ballast.js';
+import { Scenario } from '../helpers/scenario.js';
 import { pidAlive, run, waitFor } from '../helpers/proc.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
 
 const SKIP = dockerSkipReason();
-const IMAGE = 'busybox:local';
-/** A container that idles until `docker stop`, and stops at once (sh as PID 1 ignores TERM without a trap). */
-const IDLE = ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 0.1; done'];
 const GiB = 1024 ** 3;
 /** statfs(2) f_type of each filesystem, as `stat -f -c %t` prints it. */
 const FS_MAGIC = { ext4: 'ef53', xfs: '58465342', btrfs: '9123683e' } as const;
@@ -26,8 +24,6 @@ let eng: DockerEngine | undefined;
 let b: BallastProc | undefined;
 let root = '';
 let scratch = '';
-const containers = new Set<string>();
-const volumes = new Set<string>();
 
 function e(): DockerEngine { assert.ok(eng, 'dockerd is not running (before hook failed)'); return eng; }
 function bl(): BallastProc { assert.ok(b, 'ballast is not running (before hook failed)'); return b; }
@@ -35,43 +31,17 @@ const t = (name: string, fn: () => Promise<void>) => test(name, { skip: SKIP ?? 
 
 // ---- helpers -------------------------------------------------------------------------------------
 
-function volName(prefix: string): string { const n = uniqueName(`e2e-${prefix}-`); volumes.add(n); return n; }
-function ctrName(prefix: string): string { const n = uniqueName(`e2e-${prefix}-`); containers.add(n); return n; }
+const sc = new Scenario('e2e', e, bl);
+const volName = (p: string) => sc.volName(p);
+const ctrName = (p: string) => sc.ctrName(p);
+const createVolume = (name: string, opts: Record<string, string> = {}) => sc.createVolume(name, opts);
+const inContainer = (vol: string, script: string) => sc.inContainer(vol, script);
+const runDetached = (name: string, vol: string, cmd?: string[]) => sc.runDetached(name, vol, cmd);
+const removeContainer = (name: string) => sc.removeContainer(name);
+const removeVolume = (name: string) => sc.removeVolume(name);
+const { containers, volumes } = sc;
 
-async function createVolume(name: string, opts: Record<string, string> = {}): Promise<void> {
-  const args = ['volume', 'create', '-d', bl().driver];
-  for (const [k, v] of Object.entries(opts)) args.push('-o', `${k}=${v}`);
-  assert.equal(await e().ok([...args, name]), name);
-}
-
-/** `docker run --rm -v vol:/data busybox sh -c script`; must succeed; returns stdout. */
-async function inContainer(vol: string, script: string): Promise<string> {
-  return e().ok(['run', '--rm', '-v', `${vol}:/data`, IMAGE, 'sh', '-c', script]);
-}
-
-/** Starts a detached container with the volume at /data. */
-async function runDetached(name: string, vol: string, cmd: string[] = IDLE): Promise<string> {
-  const id = await e().ok(['run', '-d', '--name', name, '-v', `${vol}:/data`, IMAGE, ...cmd]);
-  assert.match(id, /^[0-9a-f]{64}$/);
-  return id;
-}
-
-async function removeContainer(name: string): Promise<void> {
-  await e().ok(['rm', '-f', name]);
-  containers.delete(name);
-}
-
-async function removeVolume(name: string): Promise<void> {
-  assert.equal(await e().ok(['volume', 'rm', name]), name);
-  volumes.delete(name);
-}
-
-interface DockerVolume { Name: string; Driver: string; Mountpoint: string; CreatedAt: string; Options: Record<string, string> | null; Status: Record<string, unknown> }
-async function inspectVolume(name: string): Promise<DockerVolume> {
-  const arr = JSON.parse(await e().ok(['volume', 'inspect', name])) as DockerVolume[];
-  assert.equal(arr.length, 1);
-  return arr[0];
-}
+const inspectVolume = (name: string) => sc.inspectVolume(name);
 async function ledgerMounts(name: string): Promise<number> { return (await inspectVolume(name)).Status.mounts as number; }
 
 async function dockerVolumeNames(): Promise<Map<string, string>> {

@@ -33,15 +33,13 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { dockerSkipReason, startDockerEngine, type DockerEngine } from '../helpers/docker-engine.js';
 import { startBallast, uniqueName, type BallastProc } from '../helpers/ballast.js';
+import { IMAGE, Scenario } from '../helpers/scenario.js';
 import { pidAlive, run, sleep, waitFor, type RunResult } from '../helpers/proc.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
 import { unixRequest } from '../../src/host/unix-http.js';
 import type { PassReport } from '../../src/reconciler/index.js';
 
 const SKIP = dockerSkipReason();
-const IMAGE = 'busybox:local';
-/** A container that idles until `docker stop`, and stops at once (sh as PID 1 ignores TERM without a trap). */
-const IDLE = ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 0.1; done'];
 /** A container that appends a numbered line to /data/log every 0.1 s. */
 const WRITER = ['sh', '-c', 'trap "exit 0" TERM; i=0; while :; do echo "line $i" >> /data/log; i=$((i+1)); sleep 0.1; done'];
 const ENV = { BALLAST_LEAK_GRACE_SEC: '1', BALLAST_RECONCILE_INTERVAL_SEC: '0.5' };
@@ -50,8 +48,6 @@ let eng: DockerEngine | undefined;
 let b: BallastProc | undefined;
 let root = '';
 let scratch = '';
-const containers = new Set<string>();
-const volumes = new Set<string>();
 /** Engines and daemons a single test starts (test 5), stopped by the after hook if the test did not. */
 const extraEngines: DockerEngine[] = [];
 const extraDaemons: BallastProc[] = [];
@@ -62,42 +58,17 @@ const t = (name: string, fn: (ctx: TestContext) => Promise<void>) => test(name, 
 
 // ---- helpers -------------------------------------------------------------------------------------
 
-function volName(prefix: string): string { const n = uniqueName(`rec-${prefix}-`); volumes.add(n); return n; }
-function ctrName(prefix: string): string { const n = uniqueName(`rec-${prefix}-`); containers.add(n); return n; }
+const sc = new Scenario('rec', e, bl);
+const volName = (p: string) => sc.volName(p);
+const ctrName = (p: string) => sc.ctrName(p);
+const createVolume = (name: string, opts: Record<string, string> = {}) => sc.createVolume(name, opts);
+const inContainer = (vol: string, script: string) => sc.inContainer(vol, script);
+const runDetached = (name: string, vol: string, cmd?: string[]) => sc.runDetached(name, vol, cmd);
+const removeContainer = (name: string) => sc.removeContainer(name);
+const removeVolume = (name: string) => sc.removeVolume(name);
+const { containers, volumes } = sc;
 
-async function createVolume(name: string, opts: Record<string, string>): Promise<void> {
-  const args = ['volume', 'create', '-d', bl().driver];
-  for (const [k, v] of Object.entries(opts)) args.push('-o', `${k}=${v}`);
-  assert.equal(await e().ok([...args, name]), name);
-}
-
-/** `docker run --rm -v vol:/data busybox sh -c script`; must succeed; returns stdout. */
-async function inContainer(vol: string, script: string): Promise<string> {
-  return e().ok(['run', '--rm', '-v', `${vol}:/data`, IMAGE, 'sh', '-c', script]);
-}
-
-async function runDetached(name: string, vol: string, cmd: string[] = IDLE): Promise<string> {
-  const id = await e().ok(['run', '-d', '--name', name, '-v', `${vol}:/data`, IMAGE, ...cmd]);
-  assert.match(id, /^[0-9a-f]{64}$/);
-  return id;
-}
-
-async function removeContainer(name: string): Promise<void> {
-  await e().ok(['rm', '-f', name]);
-  containers.delete(name);
-}
-
-async function removeVolume(name: string): Promise<void> {
-  assert.equal(await e().ok(['volume', 'rm', name]), name);
-  volumes.delete(name);
-}
-
-interface DockerVolume { Name: string; Driver: string; Mountpoint: string; Status: Record<string, unknown> }
-async function inspectVolume(name: string): Promise<DockerVolume> {
-  const arr = JSON.parse(await e().ok(['volume', 'inspect', name])) as DockerVolume[];
-  assert.equal(arr.length, 1);
-  return arr[0];
-}
+const inspectVolume = (name: string) => sc.inspectVolume(name);
 async function ledgerMounts(name: string): Promise<number> { return (await inspectVolume(name)).Status.mounts as number; }
 
 async function containerState(name: string): Promise<{ Running: boolean; Pid: number; ExitCode: number; Status: string }> {

@@ -100,19 +100,47 @@ export class SqliteStore implements MetadataStore {
     return this.summaryCache.list;
   }
   async insertVolume(rec: VolumeRecord): Promise<boolean> {
-    this.volumeWrites++;
-    return this.q.insert.run(toRow(rec)).changes === 1;
+    const ok = this.q.insert.run(toRow(rec)).changes === 1;
+    this.patchSummaries(ok ? (l) => {
+      const i = indexByName(l, rec.name);
+      return [...l.slice(0, i), summaryOf(rec), ...l.slice(i)];
+    } : undefined);
+    return ok;
   }
   async updateVolume(rec: VolumeRecord): Promise<void> {
-    this.volumeWrites++;
     const r = this.q.update.run(toRow(rec));
-    if (r.changes !== 1) throw new Error(`volume ${rec.name} is not in the store`);
+    if (r.changes !== 1) { this.patchSummaries(); throw new Error(`volume ${rec.name} is not in the store`); }
+    this.patchSummaries((l) => {
+      const i = indexByName(l, rec.name);
+      const cur = l[i];
+      if (cur?.name === rec.name && cur.mountpoint === rec.mountpoint && cur.createdAt === rec.createdAt) return l; // unchanged
+      return cur?.name === rec.name ? [...l.slice(0, i), summaryOf(rec), ...l.slice(i + 1)] : undefined;
+    });
   }
   private readonly deleteTx = (name: string) => this.db.transaction(() => {
-    this.volumeWrites++;
     this.q.delMounts.run(name);
-    this.q.del.run(name);
+    const gone = this.q.del.run(name).changes === 1;
+    this.patchSummaries((l) => {
+      if (!gone) return l;
+      const i = indexByName(l, name);
+      return l[i]?.name === name ? [...l.slice(0, i), ...l.slice(i + 1)] : undefined;
+    });
   })();
+
+  /**
+   * Keeps the cached summaries in step with this connection's own writes, so a List right after a
+   * create or remove costs a splice, not a re-read of every row. `patch` returns the new list, the same
+   * list when nothing List shows changed, or undefined to drop the cache (it is then read afresh).
+   */
+  private patchSummaries(patch?: (l: readonly VolumeSummary[]) => readonly VolumeSummary[] | undefined): void {
+    const c = this.summaryCache;
+    const fresh = c !== undefined && c.writes === this.volumeWrites;
+    this.volumeWrites++;
+    if (!fresh || !patch) return;
+    const next = patch(c.list);
+    if (next === undefined) return;
+    this.summaryCache = { writes: this.volumeWrites, dataVersion: c.dataVersion, list: (next === c.list ? c.list : Object.freeze([...next])) as VolumeSummary[] };
+  }
   async deleteVolume(name: string): Promise<void> { this.deleteTx(name); }
 
   private readonly addTx = (volume: string, id: string, endOp?: number): number => this.db.transaction(() => {
@@ -176,6 +204,17 @@ function toRow(v: VolumeRecord): VolumeRow {
     created_at: v.createdAt, state: v.state, details: JSON.stringify(v.details),
   };
 }
+function summaryOf(v: VolumeRecord): VolumeSummary {
+  return Object.freeze({ name: v.name, mountpoint: v.mountpoint, createdAt: v.createdAt });
+}
+
+/** First index whose name is not below `name` (the list is in SQLite's BINARY order; names are ASCII). */
+function indexByName(l: readonly VolumeSummary[], name: string): number {
+  let lo = 0; let hi = l.length;
+  while (lo < hi) { const mid = (lo + hi) >>> 1; if (l[mid].name < name) lo = mid + 1; else hi = mid; }
+  return lo;
+}
+
 function fromMountRow(r: MountRow): MountRef {
   return { volume: r.volume, id: r.mount_id, count: r.count, since: r.since };
 }

@@ -48,3 +48,27 @@ test('SqliteStore sees commits by another connection (PRAGMA data_version)', asy
   other.close();
   await s.close();
 });
+
+test('the cache follows this store\'s own writes by splicing, and always equals a fresh read', async () => {
+  const file = join(dir, 'splice.db');
+  const s = new SqliteStore(file);
+  const fresh = new SqliteStore(file);
+  let seed = 7;
+  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+  await s.listSummaries();
+  for (let i = 0; i < 400; i++) {
+    const n = `v${rnd(60)}`;
+    const k = rnd(3);
+    if (k === 0) await s.insertVolume(rec(n));
+    else if (k === 1) await s.updateVolume(rec(n, { state: 'removing', mountpoint: rnd(2) ? `/x/${n}` : `/z/${n}` })).catch(() => undefined);
+    else await s.deleteVolume(n);
+    if (i % 25 === 0) assert.deepEqual(await s.listSummaries(), await fresh.listSummaries(), `after step ${i}`);
+  }
+  assert.deepEqual(await s.listSummaries(), await fresh.listSummaries());
+  const before = await s.listSummaries();
+  const someone = before[0];
+  await s.updateVolume(rec(someone.name, { mountpoint: someone.mountpoint, createdAt: someone.createdAt, state: 'ready', details: { x: 1 } }));
+  assert.equal(await s.listSummaries(), before, 'a write List does not show keeps the same array (and its encoding)');
+  await s.close();
+  await fresh.close();
+});

@@ -4,7 +4,7 @@ import type { VolumeRecord } from '../core/types.js';
 import { ConflictError, InvalidArgumentError, UnavailableError } from '../core/errors.js';
 import { checkOptionKeys } from './options.js';
 import { within } from '../host/paths.js';
-import { mountAlive, mountAndVerify, processesMentioning, unmountAndWait } from '../host/fuse.js';
+import { mountAlive, mountAndVerify, processesMentioning, serverAnswers, unmountAndWait } from '../host/fuse.js';
 
 /**
  * A network filesystem whose share holds one directory per volume (GlusterFS, sshfs, S3 via s3fs,
@@ -47,10 +47,10 @@ export class RemoteDirBackend implements Backend, HealthChecker {
   readonly shareable = true;
   readonly optionDocs: readonly OptionDoc[];
   readonly type: string;
-  private readonly base: string;
+  protected readonly base: string;
 
   constructor(
-    readonly name: string, readonly fs: RemoteFs, private readonly ctx: BackendContext,
+    readonly name: string, readonly fs: RemoteFs, protected readonly ctx: BackendContext,
     private readonly extra: { options: readonly OptionDoc[]; parse: (opts: Readonly<Record<string, string>>) => Record<string, unknown> } = { options: [], parse: () => ({}) },
   ) {
     this.type = fs.type;
@@ -66,7 +66,7 @@ export class RemoteDirBackend implements Backend, HealthChecker {
 
   mountpointFor(name: string): string { return within(this.base, 'mounts', name); }
 
-  private specOf(vol: VolumeRecord): RemoteDirSpec {
+  protected specOf(vol: VolumeRecord): RemoteDirSpec {
     const s = vol.spec as { dir?: string; existing?: boolean };
     return { dir: s.dir ?? vol.name, existing: !!s.existing };
   }
@@ -79,23 +79,45 @@ export class RemoteDirBackend implements Backend, HealthChecker {
       await this.mount('', mp, {});
       try { return await fn(mp); } finally { await unmountAndWait(this.ctx.exec, this.ctx.mounts, mp); }
     } finally {
-      await rmdir(mp).catch(() => undefined);
+      await rmdir(mp).catch(async (e: NodeJS.ErrnoException) => {
+        // Not empty: a client that exited mid-way let a mkdir land in the local directory. Local only
+        // when nothing is mounted there any more.
+        if (e.code === 'ENOTEMPTY' && !(await this.ctx.mounts.at(mp))) await rm(mp, { recursive: true, force: true }).catch(() => undefined);
+      });
     }
   }
 
-  private async mount(sub: string, mp: string, spec: Readonly<Record<string, unknown>>): Promise<void> {
+  protected async mount(sub: string, mp: string, spec: Readonly<Record<string, unknown>>): Promise<void> {
+    const t0 = Date.now();
     try {
       await mountAndVerify(this.ctx.exec, this.ctx.mounts, this.fs.mountArgv(sub, mp, spec), mp, this.fs.mountTimeoutMs);
     } catch (e) {
       throw new UnavailableError(`${this.fs.label}: could not mount ${sub || 'the share'}: ${(e as Error).message}`, { cause: e });
     }
+    // A client that mounted but cannot reach its server (s3fs exits a moment later) must not be handed out.
+    const probe = await serverAnswers(this.ctx.exec, mp, Math.max(5_000, this.fs.mountTimeoutMs - (Date.now() - t0)));
+    const still = await this.ctx.mounts.at(mp);
+    if (!probe.ok || !still) {
+      await unmountAndWait(this.ctx.exec, this.ctx.mounts, mp).catch(() => undefined);
+      throw new UnavailableError(`${this.fs.label}: mounted ${sub || 'the share'} but the server did not answer through it (${probe.reason ?? 'the client exited'}); is the server up and reachable?`);
+    }
+  }
+
+  /** Is the share still mounted at root? Otherwise a file operation just went to the local directory. */
+  private async assertMounted(root: string): Promise<void> {
+    if (!(await this.ctx.mounts.at(root))) throw new UnavailableError(`${this.fs.label}: the share's client exited while Ballast was using it; is the server up and reachable?`);
   }
 
   async provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>> {
     const spec = this.specOf(vol);
     await this.withShareRoot(async (root) => {
       const path = within(root, spec.dir);
-      const st = await stat(path).catch(() => undefined);
+      // Only "no such file" means absent: any other error is the server's, not an answer.
+      const st = await stat(path).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') return undefined;
+        throw new UnavailableError(`${this.fs.label}: could not look up ${spec.dir} on the share: ${e.message}`, { cause: e });
+      });
+      await this.assertMounted(root);
       if (spec.existing) {
         if (!st?.isDirectory()) throw new InvalidArgumentError(`${this.fs.label}: existing=${spec.dir} is not a directory of the share`);
         return;
@@ -103,7 +125,10 @@ export class RemoteDirBackend implements Backend, HealthChecker {
       if (st && !pc?.resumed) {
         throw new ConflictError(`${this.fs.label}: a directory ${spec.dir} already exists on the share; to use it, create the volume with -o existing=${spec.dir} (Ballast then never deletes it)`);
       }
-      if (!st) await mkdir(path, { mode: 0o755 });
+      if (!st) {
+        await mkdir(path, { mode: 0o755 });
+        await this.assertMounted(root);
+      }
     });
     return { dir: spec.dir, createdByBallast: !spec.existing };
   }
@@ -113,7 +138,10 @@ export class RemoteDirBackend implements Backend, HealthChecker {
     await rmdir(this.mountpointFor(vol.name)).catch(() => undefined);
     const spec = this.specOf(vol);
     if (spec.existing) return; // adopted data is never deleted
-    await this.withShareRoot(async (root) => { await rm(within(root, spec.dir), { recursive: true, force: true }); });
+    await this.withShareRoot(async (root) => {
+      await rm(within(root, spec.dir), { recursive: true, force: true });
+      await this.assertMounted(root);
+    });
   }
 
   async publish(vol: VolumeRecord): Promise<void> {

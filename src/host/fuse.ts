@@ -50,6 +50,25 @@ export async function unmountAndWait(exec: Exec, mounts: MountTable, mountpoint:
   while ((await processesMentioning(mountpoint)).length > 0 && Date.now() < deadline) await sleep(100);
 }
 
+/**
+ * Does the client behind a fresh mount answer from its server? Some FUSE clients (s3fs) mount first and
+ * check the server afterwards, then exit and unmount when it does not answer: a mount handed out in
+ * that window would leave containers writing to the empty local directory underneath. A stat of a
+ * name that does not exist must reach the server (the kernel holds requests until the client's init,
+ * where s3fs makes its check, is done); "No such file or directory" is an answer. The caller must
+ * also check that the mount is still there afterwards: once the client is gone the stat reaches the
+ * local directory and also says "No such file".
+ */
+export async function serverAnswers(exec: Exec, mountpoint: string, timeoutMs: number): Promise<{ ok: boolean; reason?: string }> {
+  try {
+    const r = await exec(['stat', '-c', '%i', '--', `${mountpoint}/.ballast-probe`], { timeoutMs, okCodes: [0, 1] });
+    if (r.code === 0 || /No such file or directory/.test(r.stderr)) return { ok: true };
+    return { ok: false, reason: r.stderr.trim().replace(/^stat: /, '') };
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message };
+  }
+}
+
 /** "Transport endpoint is not connected" and hung mounts: a stat in a child process with a timeout. */
 export async function mountAlive(exec: Exec, mountpoint: string, timeoutMs = 5_000): Promise<{ alive: boolean; reason?: string }> {
   try {

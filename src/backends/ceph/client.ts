@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Exec, ExecResult } from '../../host/exec.js';
 import { ConfigReader } from '../config-values.js';
 import { UnavailableError } from '../../core/errors.js';
@@ -20,7 +21,8 @@ export class CephClient {
     this.user = c.str('user', { def: 'admin', re: /^[a-zA-Z0-9_.-]+$/, hint: 'a client id such as admin (without "client.")' })!;
     this.keyring = c.absPath('keyring', false);
     this.timeoutSec = c.int('timeoutSec', 30, 5, 110);
-    this.label = `${type} backend ${instance} (ceph cluster of ${this.conf}, client.${this.user})`;
+    const mons = monHostOf(this.conf);
+    this.label = `${type} backend ${instance} (ceph cluster ${mons ? `with monitors ${mons} ` : ''}of ${this.conf}, client.${this.user})`;
   }
 
   /** Common arguments of every Ceph tool: config, identity, keyring file. */
@@ -33,7 +35,12 @@ export class CephClient {
     try {
       return await this.exec([tool, ...this.identity(), ...extra, ...args], { timeoutMs: this.timeoutSec * 1000, okCodes });
     } catch (e) {
-      throw new UnavailableError(`${this.label}: ${tool} ${args.slice(0, 3).join(' ')} failed: ${(e as Error).message}`, { cause: e });
+      const msg = (e as Error).message;
+      const head: string[] = [];
+      for (const a of args) { if (a.startsWith('-') || head.length === 4) break; head.push(a); }
+      const what = [tool, ...head].join(' ');
+      if (/timed out/.test(msg)) throw new UnavailableError(`${this.label}: the cluster did not answer within ${this.timeoutSec} s (${what}); is it up and reachable?`, { cause: e });
+      throw new UnavailableError(`${this.label}: ${what} failed: ${msg}`, { cause: e });
     }
   }
 
@@ -41,6 +48,14 @@ export class CephClient {
     const r = await this.run(tool, [...args, '--format', 'json']);
     return JSON.parse(r.stdout) as T;
   }
+}
+
+/** The `mon host` line of a ceph.conf, for messages (it holds no secret); undefined when unreadable. */
+export function monHostOf(conf: string): string | undefined {
+  let text: string;
+  try { text = readFileSync(conf, 'utf8'); } catch { return undefined; }
+  const m = /^[ \t]*mon[ _]host[ \t]*=[ \t]*(.+?)[ \t]*$/m.exec(text);
+  return m ? m[1].slice(0, 200) : undefined;
 }
 
 export const CEPH_CONFIG_KEYS = ['conf', 'user', 'keyring', 'timeoutSec'] as const;

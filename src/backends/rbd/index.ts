@@ -80,6 +80,7 @@ export class RbdBackend implements Backend, HealthChecker {
   /** Attaches the image as a file through rbd-fuse; returns the file. */
   private async attach(vol: VolumeRecord): Promise<string> {
     const dir = this.fuseDirOf(vol.name);
+    await this.detachIfDead(dir);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     if (!(await this.ctx.mounts.at(dir))) {
       try {
@@ -92,7 +93,23 @@ export class RbdBackend implements Backend, HealthChecker {
   }
 
   private async detach(vol: VolumeRecord): Promise<void> {
+    await this.detachIfDead(this.fuseDirOf(vol.name));
     await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol.name));
+  }
+
+  /**
+   * An rbd-fuse that died (killed, crashed) leaves a mount that cannot be unmounted while a loop device
+   * still holds the image file through it (the filesystem stays mounted in the containers that were
+   * using it), and that fails every operation with "Transport endpoint is not connected". Nothing can
+   * reach the image through it any more, so it is detached lazily: the kernel frees it, and the old
+   * loop device, when the last of those containers exits. A fresh rbd-fuse can then attach the image.
+   */
+  private async detachIfDead(dir: string): Promise<void> {
+    if (!(await this.ctx.mounts.at(dir))) return;
+    const h = await mountAlive(this.ctx.exec, dir);
+    if (h.alive || !/not connected/i.test(h.reason ?? '')) return;
+    this.ctx.log.warn({ mountpoint: dir, reason: h.reason }, 'rbd-fuse is gone; detaching its dead mount lazily');
+    await this.ctx.exec(['umount', '-l', '--', dir], { timeoutMs: 60_000 });
   }
 
   async provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>> {
@@ -132,7 +149,8 @@ export class RbdBackend implements Backend, HealthChecker {
   }
 
   private async locks(vol: VolumeRecord): Promise<RbdLock[]> {
-    return this.ceph.json<RbdLock[]>('rbd', ['lock', 'ls', `${this.pool}/${this.imageOf(vol)}`]);
+    const r = await this.ceph.run('rbd', ['lock', 'ls', `${this.pool}/${this.imageOf(vol)}`, '--format', 'json'], [0, 2]);
+    return r.code === 2 ? [] : JSON.parse(r.stdout) as RbdLock[]; // 2: the image is gone, and any lock with it
   }
 
   /** Takes the advisory lock, or proves this node already holds it; refuses when another node does. */

@@ -1,6 +1,11 @@
-import type { BackendFactory } from '../types.js';
+import { mkdir, rmdir, stat } from 'node:fs/promises';
+import type { BackendContext, BackendFactory } from '../types.js';
+import type { VolumeRecord } from '../../core/types.js';
+import { UnavailableError } from '../../core/errors.js';
 import { RemoteDirBackend, parseSubpath, type RemoteFs } from '../remote-dir.js';
 import { ConfigReader } from '../config-values.js';
+import { within } from '../../host/paths.js';
+import { mountAlive, processesMentioning, unmountAndWait } from '../../host/fuse.js';
 
 /**
  * S3 through s3fs: each volume is a prefix ("directory") of a bucket, or of a prefix of one. The
@@ -32,8 +37,75 @@ export function s3Fs(instance: string, config: Readonly<Record<string, unknown>>
   };
 }
 
+/**
+ * s3fs refuses chmod and chown of its mount root ("Could not change mode for mount point": EIO), and
+ * dockerd chmods and chowns an empty volume's root to match the image's directory before a container
+ * starts (and entrypoints chown their data directories). So s3fs mounts the parent of the volume's
+ * directory at `fuse/<name>`, and the volume's mountpoint is a bind mount of the directory itself,
+ * which s3fs treats like any other directory.
+ */
+export class S3Backend extends RemoteDirBackend {
+  constructor(name: string, config: Readonly<Record<string, unknown>>, ctx: BackendContext) {
+    super(name, s3Fs(name, config), ctx);
+  }
+
+  private fuseDirOf(name: string): string { return within(this.base, 'fuse', name); }
+
+  private split(vol: VolumeRecord): { dir: string; parent: string; leaf: string } {
+    const dir = this.specOf(vol).dir;
+    const i = dir.lastIndexOf('/');
+    return { dir, parent: i < 0 ? '' : dir.slice(0, i), leaf: dir.slice(i + 1) };
+  }
+
+  override async publish(vol: VolumeRecord): Promise<void> {
+    const mp = this.mountpointFor(vol.name);
+    await mkdir(mp, { recursive: true, mode: 0o755 });
+    if (await this.ctx.mounts.at(mp)) return;
+    const fuse = this.fuseDirOf(vol.name);
+    await mkdir(fuse, { recursive: true, mode: 0o700 });
+    const { dir, parent, leaf } = this.split(vol);
+    if (await this.ctx.mounts.at(fuse)) {
+      // Left from before (a crash between the two mounts): reuse it unless its client is gone.
+      const h = await mountAlive(this.ctx.exec, fuse);
+      if (!h.alive && /not connected/i.test(h.reason ?? '')) await unmountAndWait(this.ctx.exec, this.ctx.mounts, fuse);
+    }
+    if (!(await this.ctx.mounts.at(fuse))) await this.mount(parent, fuse, vol.spec);
+    try {
+      const src = within(fuse, leaf);
+      const st = await stat(src).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') return undefined;
+        throw new UnavailableError(`${this.fs.label}: could not look up ${dir} on the share: ${e.message}`, { cause: e });
+      });
+      if (!st?.isDirectory()) throw new UnavailableError(`${this.fs.label}: the directory ${dir} of volume ${vol.name} is missing from the bucket`);
+      await this.ctx.exec(['mount', '--bind', src, mp], { timeoutMs: 30_000 });
+    } catch (e) {
+      await unmountAndWait(this.ctx.exec, this.ctx.mounts, fuse).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  override async unpublish(vol: VolumeRecord): Promise<void> {
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.mountpointFor(vol.name));
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol.name));
+  }
+
+  override async deprovision(vol: VolumeRecord): Promise<void> {
+    await super.deprovision(vol);
+    await rmdir(this.fuseDirOf(vol.name)).catch(() => undefined);
+  }
+
+  /** Dead when the volume's path no longer answers and no s3fs serves it any more (SIGKILL, crash). */
+  override async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
+    const r = await mountAlive(this.ctx.exec, this.mountpointFor(vol.name));
+    if (r.alive) return { healthy: true };
+    const clients = await processesMentioning(this.fuseDirOf(vol.name));
+    if (clients.length > 0) return { healthy: true, reason: `the s3fs client (pid ${clients.join(', ')}) is running; the server is unreachable for now: ${r.reason}` };
+    return { healthy: false, reason: r.reason };
+  }
+}
+
 export const s3Factory: BackendFactory = {
   type: 's3',
   configKeys: ['url', 'bucket', 'prefix', 'passwdFile', 'region', 'pathStyle', 'mountTimeoutSec'],
-  create: (instance, config, ctx) => new RemoteDirBackend(instance, s3Fs(instance, config), ctx),
+  create: (instance, config, ctx) => new S3Backend(instance, config, ctx),
 };

@@ -23,6 +23,11 @@ export interface HostSnapshot {
   readonly loops: readonly LoopDevice[];
 }
 
+/** Probe of a backend whose volume is mounted at its mountpoint: is something mounted there? */
+export function probeMountpoint(snap: HostSnapshot, mountpoint: string): 'mounted' | 'unmounted' {
+  return snap.mounts.some((m) => m.mountpoint === mountpoint) ? 'mounted' : 'unmounted';
+}
+
 /** Something of a backend's on the host that no volume record accounts for. */
 export interface Orphan {
   readonly backend: string;

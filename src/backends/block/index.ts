@@ -1,6 +1,6 @@
 import { mkdir, open, readdir, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
-import type { Backend, BackendContext, BackendFactory, HostSnapshot, OptionDoc, Orphan, OrphanFinder } from '../types.js';
+import { probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { InternalError, InvalidArgumentError } from '../../core/errors.js';
 import { formatSize, parseSize } from '../../core/validate.js';
@@ -158,8 +158,7 @@ export class BlockBackend implements Backend, OrphanFinder {
   }
 
   probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
-    const mp = this.mountpointFor(vol.name);
-    return snap.mounts.some((m) => m.mountpoint === mp) ? 'mounted' : 'unmounted';
+    return probeMountpoint(snap, this.mountpointFor(vol.name));
   }
 
   async findOrphans(known: ReadonlySet<string>, snap: HostSnapshot): Promise<Orphan[]> {

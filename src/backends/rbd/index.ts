@@ -1,5 +1,5 @@
 import { mkdir, rmdir } from 'node:fs/promises';
-import type { Backend, BackendContext, BackendFactory, HealthChecker, HostSnapshot, OptionDoc, ProvisionContext } from '../types.js';
+import { probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type ProvisionContext } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { BusyError, ConflictError, InternalError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
 import { checkOptionKeys } from '../options.js';
@@ -208,8 +208,7 @@ export class RbdBackend implements Backend, HealthChecker {
   }
 
   probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
-    const mp = this.mountpointFor(vol.name);
-    return snap.mounts.some((m) => m.mountpoint === mp) ? 'mounted' : 'unmounted';
+    return probeMountpoint(snap, this.mountpointFor(vol.name));
   }
 
   async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {

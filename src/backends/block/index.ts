@@ -5,6 +5,7 @@ import type { VolumeRecord } from '../../core/types.js';
 import { InternalError, InvalidArgumentError } from '../../core/errors.js';
 import { formatSize, parseSize } from '../../core/validate.js';
 import { checkOptionKeys } from '../options.js';
+import { parseMountOptions } from '../config-values.js';
 import { within } from '../../host/paths.js';
 import {
   FSTYPES, MIN_SIZE, type FsType, detachLoop, loopDevicesOf, makeFilesystem, mountImage, probeSignature, unmount,
@@ -14,6 +15,13 @@ import {
 export const MOUNT_OPTION_ALLOWLIST = [
   'noatime', 'nodiratime', 'relatime', 'strictatime', 'lazytime', 'nodev', 'nosuid', 'noexec', 'sync', 'dirsync', 'discard',
 ] as const;
+
+const ALLOWED: Readonly<Record<string, true>> = Object.fromEntries(MOUNT_OPTION_ALLOWLIST.map((o) => [o, true]));
+
+/** The allowlisted mount options of a filesystem on an image (block, rbd), deduplicated and sorted so equal requests compare equal. */
+export function parseFsMountOptions(value: string | undefined): string[] {
+  return parseMountOptions(value, ALLOWED).sort();
+}
 
 const OPTIONS: readonly OptionDoc[] = [
   { name: 'size', help: 'size of the volume, required (e.g. 512M, 10G, 10GiB; binary units)' },
@@ -55,15 +63,7 @@ export class BlockBackend implements Backend, OrphanFinder {
     const fstype = (opts.fstype ?? this.defaultFstype) as FsType;
     if (!FSTYPES.includes(fstype)) throw new InvalidArgumentError(`fstype ${JSON.stringify(opts.fstype)} is not supported; choose one of ${FSTYPES.join(', ')}`);
     if (size < MIN_SIZE[fstype]) throw new InvalidArgumentError(`size ${opts.size} is too small for ${fstype}; the minimum is ${formatSize(MIN_SIZE[fstype])}`);
-    const mountopts: string[] = [];
-    for (const o of (opts.mountopts ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
-      if (!(MOUNT_OPTION_ALLOWLIST as readonly string[]).includes(o)) {
-        throw new InvalidArgumentError(`mount option ${JSON.stringify(o)} is not allowed; allowed: ${MOUNT_OPTION_ALLOWLIST.join(', ')}`);
-      }
-      if (!mountopts.includes(o)) mountopts.push(o);
-    }
-    mountopts.sort();
-    return { size, fstype, mountopts } satisfies BlockSpec;
+    return { size, fstype, mountopts: parseFsMountOptions(opts.mountopts) } satisfies BlockSpec;
   }
 
   async checkCreate(spec: Readonly<Record<string, unknown>>): Promise<void> {

@@ -8,7 +8,7 @@ import { formatSize, parseSize } from '../../core/validate.js';
 import { within } from '../../host/paths.js';
 import { mountAlive, mountAndVerify, unmountAndWait } from '../../host/fuse.js';
 import { FSTYPES, MIN_SIZE, type FsType, makeFilesystem, mountImage, probeSignature, unmount } from '../../host/blockdev.js';
-import { MOUNT_OPTION_ALLOWLIST } from '../block/index.js';
+import { MOUNT_OPTION_ALLOWLIST, parseFsMountOptions } from '../block/index.js';
 import { CephClient, CEPH_CONFIG_KEYS } from '../ceph/client.js';
 
 const OPTIONS: readonly OptionDoc[] = [
@@ -58,12 +58,7 @@ export class RbdBackend implements Backend, HealthChecker {
     const size = opts.size !== undefined ? parseSize(opts.size) : undefined;
     if (size !== undefined && size < MIN_SIZE[fstype]) throw new InvalidArgumentError(`size ${opts.size} is too small for ${fstype}; the minimum is ${formatSize(MIN_SIZE[fstype])}`);
     if (size !== undefined && size % (1024 * 1024) !== 0) throw new InvalidArgumentError(`size ${opts.size} must be a whole number of MiB for RBD`);
-    const mountopts: string[] = [];
-    for (const o of (opts.mountopts ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
-      if (!(MOUNT_OPTION_ALLOWLIST as readonly string[]).includes(o)) throw new InvalidArgumentError(`mount option ${JSON.stringify(o)} is not allowed; allowed: ${MOUNT_OPTION_ALLOWLIST.join(', ')}`);
-      if (!mountopts.includes(o)) mountopts.push(o);
-    }
-    mountopts.sort();
+    const mountopts = parseFsMountOptions(opts.mountopts);
     return { ...(existing ? { image: opts.existing } : {}), ...(size !== undefined ? { size } : {}), fstype, mountopts, existing } satisfies RbdSpec;
   }
 

@@ -44,7 +44,7 @@ function fakeHost(vanishAt: 'probe' | 'after-probe' | 'never', probeAnswer: { co
   };
   const ctx: BackendContext = { root, exec, mounts, log: pino({ level: 'silent' }) };
   const b = new RemoteDirBackend('s3', s3Fs('s3', { url: 'http://127.0.0.1:7480', bucket: 'b1', passwdFile: '/etc/ballast/s3.passwd', mountTimeoutSec: 5 }), ctx);
-  const vol: VolumeRecord = { name: 'v1', backend: 's3', spec: { existing: false }, mountpoint: b.mountpointFor('v1'), createdAt: '', state: 'creating', details: {} };
+  const vol: VolumeRecord = { name: 'v1', backend: 's3', spec: { existing: false }, mountpoint: b.place('v1').mountpoint, createdAt: '', state: 'creating', details: {} };
   const tmpDir = join(root, 'backends', 's3', 'tmp');
   return { root, b, vol, calls, mounted, tmpDir, done: () => rmSync(root, { recursive: true, force: true }) };
 }

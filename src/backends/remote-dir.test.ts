@@ -105,8 +105,9 @@ test('checkHealth: a mount is dead only when its client process is gone, not whi
     return { code: 0, stdout: '', stderr: '' };
   };
   const b = glusterfsFactory.create('g', { servers: ['g1'], volume: 'gv0' }, { ...ctx, root: '/var/lib/ballast-unit-test', exec: notConnected });
-  const vol = { name: `v${process.pid}`, backend: 'g', spec: { existing: false }, mountpoint: '', createdAt: '', state: 'ready' as const, details: {} };
-  const mp = b.mountpointFor(vol.name);
+  const name = `v${process.pid}`;
+  const mp = b.place(name).mountpoint;
+  const vol = { name, backend: 'g', spec: { existing: false }, mountpoint: mp, createdAt: '', state: 'ready' as const, details: {} };
   const dead = await (b as RemoteDirBackend).checkHealth(vol);
   assert.equal(dead.healthy, false);
   assert.match(dead.reason ?? '', /not connected/);

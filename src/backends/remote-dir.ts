@@ -1,5 +1,5 @@
 import { mkdir, mkdtemp, rm, rmdir, stat } from 'node:fs/promises';
-import { probeMountpoint, type Backend, type BackendContext, type HealthChecker, type HostSnapshot, type OptionDoc, type ProvisionContext } from './types.js';
+import { mountpointOf, probeMountpoint, type Backend, type BackendContext, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext } from './types.js';
 import type { VolumeRecord } from '../core/types.js';
 import { ConflictError, InvalidArgumentError, UnavailableError } from '../core/errors.js';
 import { checkOptionKeys } from './options.js';
@@ -64,7 +64,7 @@ export class RemoteDirBackend implements Backend, HealthChecker {
     return { ...this.extra.parse(opts), ...own };
   }
 
-  mountpointFor(name: string): string { return within(this.base, 'mounts', name); }
+  place(name: string): Placement { return { mountpoint: within(this.base, 'mounts', name), details: {} }; }
 
   protected specOf(vol: VolumeRecord): RemoteDirSpec {
     const s = vol.spec as { dir?: string; existing?: boolean };
@@ -135,7 +135,7 @@ export class RemoteDirBackend implements Backend, HealthChecker {
 
   async deprovision(vol: VolumeRecord): Promise<void> {
     await this.unpublish(vol);
-    await rmdir(this.mountpointFor(vol.name)).catch(() => undefined);
+    await rmdir(mountpointOf(vol)).catch(() => undefined);
     const spec = this.specOf(vol);
     if (spec.existing) return; // adopted data is never deleted
     await this.withShareRoot(async (root) => {
@@ -145,22 +145,22 @@ export class RemoteDirBackend implements Backend, HealthChecker {
   }
 
   async publish(vol: VolumeRecord): Promise<void> {
-    const mp = this.mountpointFor(vol.name);
+    const mp = mountpointOf(vol);
     await mkdir(mp, { recursive: true, mode: 0o755 });
     if (await this.ctx.mounts.at(mp)) return;
     await this.mount(this.specOf(vol).dir, mp, vol.spec);
   }
 
   async unpublish(vol: VolumeRecord): Promise<void> {
-    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.mountpointFor(vol.name));
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, mountpointOf(vol));
   }
 
   probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
-    return probeMountpoint(snap, this.mountpointFor(vol.name));
+    return probeMountpoint(snap, mountpointOf(vol));
   }
 
   async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
-    const mp = this.mountpointFor(vol.name);
+    const mp = mountpointOf(vol);
     const r = await mountAlive(this.ctx.exec, mp);
     if (r.alive) return { healthy: true };
     // A client whose server is away can answer like a dead mount (glusterfs says "Transport endpoint

@@ -3,6 +3,7 @@ import type { VolumeRecord } from '../core/types.js';
 import type { Exec } from '../host/exec.js';
 import type { MountEntry, MountTable } from '../host/mountinfo.js';
 import type { LoopDevice } from '../host/blockdev.js';
+import { recordedPath } from '../host/paths.js';
 
 /** What every backend gets from the composition root (constructor injection; fakes in unit tests). */
 export interface BackendContext {
@@ -26,6 +27,18 @@ export interface HostSnapshot {
 /** Probe of a backend whose volume is mounted at its mountpoint: is something mounted there? */
 export function probeMountpoint(snap: HostSnapshot, mountpoint: string): 'mounted' | 'unmounted' {
   return snap.mounts.some((m) => m.mountpoint === mountpoint) ? 'mounted' : 'unmounted';
+}
+
+/** The volume's mountpoint, from its record (see Placement). */
+export function mountpointOf(vol: VolumeRecord): string { return recordedPath(vol.mountpoint, `mountpoint of volume ${vol.name}`); }
+
+/**
+ * A path the backend's `place` put into the record's details (`key`). Records made before placement
+ * was recorded lack it: `legacy` is then the path the config of that time gave, which is what they used.
+ */
+export function detailPath(vol: VolumeRecord, key: string, legacy: () => string): string {
+  const v = vol.details[key];
+  return v === undefined ? legacy() : recordedPath(v, `${key} of volume ${vol.name}`);
 }
 
 /** Something of a backend's on the host that no volume record accounts for. */
@@ -52,8 +65,21 @@ export function canFindOrphans(b: Backend): b is Backend & OrphanFinder {
 export interface OptionDoc { readonly name: string; readonly help: string }
 
 /**
- * A storage system. It never sees Docker or CSI types. Idempotency is part of the contract:
+ * Where a new volume's data will live on this host, chosen once at create from the current config and
+ * written into its record: `mountpoint` becomes the record's mountpoint, `details` its first details
+ * (an image path, a FUSE directory). Every later call reads these paths from the record, never from the
+ * config, so a changed `dir`, `imageDir` or `mountDir` applies to new volumes only.
+ */
+export interface Placement {
+  readonly mountpoint: string;
+  readonly details: Readonly<Record<string, string>>;
+}
+
+/**
+ * A storage system. It never sees Docker or CSI types. Paths come from the record (`vol.mountpoint`,
+ * the placement keys of `vol.details`), which `place` filled at create. Idempotency is part of the contract:
  * - provision: create the storage for a new volume, once, cluster-wide; safe to call again after a crash.
+ *   It returns details that are merged over the placement.
  * - deprovision: delete what provision made; absent is success.
  * - publish: make `vol.mountpoint` hold the data on this node (attach, format only if blank, mount);
  *   already published is success. Read "is it mounted" from the real mount table.
@@ -71,7 +97,8 @@ export interface Backend {
   parseOptions(opts: Readonly<Record<string, string>>): Record<string, unknown>;
   /** Checks that a volume with this spec can be created now (free space...), before anything is written. */
   checkCreate?(spec: Readonly<Record<string, unknown>>): Promise<void>;
-  mountpointFor(name: string): string;
+  /** Paths a volume created now would get (see Placement); pure, no I/O. */
+  place(name: string): Placement;
   provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>>;
   deprovision(vol: VolumeRecord): Promise<void>;
   publish(vol: VolumeRecord): Promise<void>;

@@ -61,9 +61,11 @@ export class VolumeService {
         return this.info(await this.finishCreate(existing, true));
       }
       await backend.checkCreate?.(spec);
+      // Paths are chosen now, from the current config, and from here on read from the record only.
+      const placement = backend.place(vname);
       const rec: VolumeRecord = {
-        name: vname, backend: backendName, spec, mountpoint: backend.mountpointFor(vname),
-        createdAt: this.now().toISOString(), state: 'creating', details: {},
+        name: vname, backend: backendName, spec, mountpoint: placement.mountpoint,
+        createdAt: this.now().toISOString(), state: 'creating', details: { ...placement.details },
       };
       if (!(await this.d.store.insertVolume(rec))) throw new ConflictError(`volume ${vname} was created concurrently; retry`);
       this.fault('create.recorded');
@@ -81,7 +83,7 @@ export class VolumeService {
   private async finishCreate(rec: VolumeRecord, resumed: boolean): Promise<VolumeRecord> {
     const details = await this.d.backends.get(rec.backend).provision(rec, { resumed });
     this.fault('create.provisioned');
-    const ready: VolumeRecord = { ...rec, details, state: 'ready' };
+    const ready: VolumeRecord = { ...rec, details: { ...rec.details, ...details }, state: 'ready' };
     await this.d.store.updateVolume(ready);
     return ready;
   }
@@ -239,6 +241,25 @@ export class VolumeService {
   async listInfo(): Promise<VolumeInfo[]> {
     const recs = await this.d.store.listVolumes();
     return Promise.all(recs.map((r) => this.info(r)));
+  }
+
+  /**
+   * Volumes whose recorded paths differ from what the current config would give a new volume (a
+   * backend's `dir`, `imageDir` or `mountDir` changed since they were made). They keep working at their
+   * recorded paths; doctor lists them so the operator knows where their data is.
+   */
+  async placementDrift(): Promise<{ volume: string; backend: string; field: string; recorded: string; config: string }[]> {
+    const out: { volume: string; backend: string; field: string; recorded: string; config: string }[] = [];
+    for (const rec of await this.d.store.listVolumes()) {
+      if (rec.state === 'damaged' || !this.d.backends.has(rec.backend)) continue;
+      const now = this.d.backends.get(rec.backend).place(rec.name);
+      if (now.mountpoint !== rec.mountpoint) out.push({ volume: rec.name, backend: rec.backend, field: 'mountpoint', recorded: rec.mountpoint, config: now.mountpoint });
+      for (const [k, v] of Object.entries(now.details)) {
+        const r = rec.details[k];
+        if (typeof r === 'string' && r !== v) out.push({ volume: rec.name, backend: rec.backend, field: k, recorded: r, config: v });
+      }
+    }
+    return out;
   }
 
   /** Waits for operations in flight (graceful stop). */

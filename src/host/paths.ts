@@ -11,3 +11,15 @@ export function within(base: string, ...parts: string[]): string {
   if (p !== b && !p.startsWith(b + sep)) throw new InternalError(`refusing path ${JSON.stringify(p)}: it lies outside ${b}`);
   return p;
 }
+
+/**
+ * A path read back from a volume's stored record (its mountpoint, its image). The record is the
+ * authority on where a volume lives, so it is not re-derived from the config; it must still be an
+ * absolute, normalized path, or the record is not acted on.
+ */
+export function recordedPath(value: unknown, what: string): string {
+  if (typeof value !== 'string' || !value.startsWith('/') || value.includes('\0') || resolve(value) !== value || value === '/') {
+    throw new InternalError(`the stored ${what} ${JSON.stringify(String(value).slice(0, 200))} is not an absolute, normalized path; Ballast will not act on it. See ballast doctor`);
+  }
+  return value;
+}

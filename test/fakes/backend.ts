@@ -25,7 +25,7 @@ export class FakeBackend implements Backend {
     checkOptionKeys(this.name, opts, this.optionDocs);
     return { ...(opts.size ? { size: parseSize(opts.size) } : {}), color: opts.color ?? 'blue' };
   }
-  mountpointFor(name: string) { return `/fake/${name}`; }
+  place(name: string) { return { mountpoint: `/fake/${name}`, details: {} }; }
   private async step(kind: keyof FakeBackend['failNext'], name: string) {
     this.calls.push(`${kind}:${name}`);
     this.inFlight++; this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);

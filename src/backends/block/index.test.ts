@@ -45,7 +45,7 @@ function backend(h: ReturnType<typeof fakeHost>, sub: string) {
   return new BlockBackend('block', {}, { root: join(dir, sub), exec: h.exec, mounts: h.mounts, log: pino({ level: 'silent' }) });
 }
 function vol(b: BlockBackend, name: string, opts: Record<string, string>): VolumeRecord {
-  return { name, backend: 'block', spec: b.parseOptions(opts), mountpoint: b.mountpointFor(name), createdAt: '', state: 'creating', details: {} };
+  return { name, backend: 'block', spec: b.parseOptions(opts), mountpoint: b.place(name).mountpoint, createdAt: '', state: 'creating', details: { ...b.place(name).details } };
 }
 
 test('options: size is required, fstype and mount options are checked', () => {

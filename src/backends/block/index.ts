@@ -1,6 +1,6 @@
 import { mkdir, open, readdir, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
-import { probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder } from '../types.js';
+import { detailPath, mountpointOf, probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { InternalError, InvalidArgumentError } from '../../core/errors.js';
 import { formatSize, parseSize } from '../../core/validate.js';
@@ -77,13 +77,16 @@ export class BlockBackend implements Backend, OrphanFinder {
     }
   }
 
-  mountpointFor(name: string): string { return within(this.mountDir, name); }
-  private imageOf(name: string): string { return within(this.imageDir, `${name}.img`); }
+  place(name: string): Placement {
+    return { mountpoint: within(this.mountDir, name), details: { image: within(this.imageDir, `${name}.img`) } };
+  }
+  /** The volume's image file, from its record (see Placement). */
+  private imageOf(vol: VolumeRecord): string { return detailPath(vol, 'image', () => within(this.imageDir, `${vol.name}.img`)); }
 
   async provision(vol: VolumeRecord): Promise<Record<string, unknown>> {
     const spec = vol.spec as unknown as BlockSpec;
-    const image = this.imageOf(vol.name);
-    await mkdir(this.imageDir, { recursive: true, mode: 0o700 });
+    const image = this.imageOf(vol);
+    await mkdir(dirname(image), { recursive: true, mode: 0o700 });
     let adopted = false;
     try {
       const fh = await open(image, 'wx', 0o600);
@@ -112,14 +115,14 @@ export class BlockBackend implements Backend, OrphanFinder {
 
   async deprovision(vol: VolumeRecord): Promise<void> {
     await this.unpublish(vol);
-    await rm(this.imageOf(vol.name), { force: true });
-    await rmdir(this.mountpointFor(vol.name)).catch(() => undefined);
+    await rm(this.imageOf(vol), { force: true });
+    await rmdir(mountpointOf(vol)).catch(() => undefined);
   }
 
   async publish(vol: VolumeRecord): Promise<void> {
     const spec = vol.spec as unknown as BlockSpec;
-    const mp = this.mountpointFor(vol.name);
-    const image = this.imageOf(vol.name);
+    const mp = mountpointOf(vol);
+    const image = this.imageOf(vol);
     await mkdir(mp, { recursive: true, mode: 0o755 });
     const cur = await this.ctx.mounts.at(mp);
     if (cur) {
@@ -146,10 +149,10 @@ export class BlockBackend implements Backend, OrphanFinder {
   }
 
   async unpublish(vol: VolumeRecord): Promise<void> {
-    const mp = this.mountpointFor(vol.name);
+    const mp = mountpointOf(vol);
     if (await this.ctx.mounts.at(mp)) await unmount(this.ctx.exec, mp);
     // The loop device is autoclear; detach any that a crash or an outside `losetup` left behind.
-    const image = this.imageOf(vol.name);
+    const image = this.imageOf(vol);
     if (await stat(image).catch(() => undefined)) {
       for (const d of await loopDevicesOf(this.ctx.exec, image)) {
         if (!(await this.isMountedSource(d.name))) await detachLoop(this.ctx.exec, d.name).catch(() => undefined);
@@ -158,7 +161,7 @@ export class BlockBackend implements Backend, OrphanFinder {
   }
 
   probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
-    return probeMountpoint(snap, this.mountpointFor(vol.name));
+    return probeMountpoint(snap, mountpointOf(vol));
   }
 
   async findOrphans(known: ReadonlySet<string>, snap: HostSnapshot): Promise<Orphan[]> {
@@ -197,7 +200,7 @@ export class BlockBackend implements Backend, OrphanFinder {
 
   status(vol: VolumeRecord): Record<string, unknown> {
     const spec = vol.spec as unknown as BlockSpec;
-    return { size: formatSize(spec.size), sizeBytes: spec.size, fstype: spec.fstype, mountopts: spec.mountopts.join(','), image: this.imageOf(vol.name) };
+    return { size: formatSize(spec.size), sizeBytes: spec.size, fstype: spec.fstype, mountopts: spec.mountopts.join(','), image: this.imageOf(vol) };
   }
 }
 

@@ -1,5 +1,5 @@
 import { mkdir, rmdir } from 'node:fs/promises';
-import { probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type ProvisionContext } from '../types.js';
+import { mountpointOf, probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { ConflictError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
 import { checkOptionKeys } from '../options.js';
@@ -51,7 +51,7 @@ export class CephfsBackend implements Backend, HealthChecker {
     return subvolume ? { subvolume, ...rest } : rest;
   }
 
-  mountpointFor(name: string): string { return within(this.base, 'mounts', name); }
+  place(name: string): Placement { return { mountpoint: within(this.base, 'mounts', name), details: {} }; }
 
   private subvolumeOf(vol: VolumeRecord): string { return (vol.spec.subvolume as string | undefined) ?? vol.name; }
   private groupArgs(): string[] { return this.group ? ['--group_name', this.group] : []; }
@@ -81,14 +81,14 @@ export class CephfsBackend implements Backend, HealthChecker {
 
   async deprovision(vol: VolumeRecord): Promise<void> {
     await this.unpublish(vol);
-    await rmdir(this.mountpointFor(vol.name)).catch(() => undefined);
+    await rmdir(mountpointOf(vol)).catch(() => undefined);
     if ((vol.spec as unknown as CephfsSpec).existing) return;
     const r = await this.ceph.run('ceph', ['fs', 'subvolume', 'rm', this.fs, this.subvolumeOf(vol), ...this.groupArgs()], [0, 2]);
     if (r.code === 2) this.ctx.log.warn({ volume: vol.name }, 'subvolume was already gone');
   }
 
   async publish(vol: VolumeRecord): Promise<void> {
-    const mp = this.mountpointFor(vol.name);
+    const mp = mountpointOf(vol);
     await mkdir(mp, { recursive: true, mode: 0o755 });
     if (await this.ctx.mounts.at(mp)) return;
     const path = (vol.details.path as string | undefined) ?? (await this.getpath(this.subvolumeOf(vol)));
@@ -101,15 +101,15 @@ export class CephfsBackend implements Backend, HealthChecker {
   }
 
   async unpublish(vol: VolumeRecord): Promise<void> {
-    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.mountpointFor(vol.name));
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, mountpointOf(vol));
   }
 
   probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
-    return probeMountpoint(snap, this.mountpointFor(vol.name));
+    return probeMountpoint(snap, mountpointOf(vol));
   }
 
   async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
-    const r = await mountAlive(this.ctx.exec, this.mountpointFor(vol.name));
+    const r = await mountAlive(this.ctx.exec, mountpointOf(vol));
     return { healthy: r.alive, reason: r.reason };
   }
 

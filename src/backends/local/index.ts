@@ -1,5 +1,6 @@
 import { mkdir, chown, chmod, rm, stat, readdir } from 'node:fs/promises';
-import type { Backend, BackendContext, BackendFactory, OptionDoc, Orphan, OrphanFinder } from '../types.js';
+import { dirname } from 'node:path';
+import { mountpointOf, type Backend, type BackendContext, type BackendFactory, type OptionDoc, type Orphan, type OrphanFinder, type Placement } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { InternalError, InvalidArgumentError } from '../../core/errors.js';
 import { checkOptionKeys, parseIntOption } from '../options.js';
@@ -34,11 +35,12 @@ export class LocalBackend implements Backend, OrphanFinder {
     return spec;
   }
 
-  mountpointFor(name: string): string { return within(this.dir, name); }
+  /** A directory volume's mountpoint is its data directory. */
+  place(name: string): Placement { return { mountpoint: within(this.dir, name), details: {} }; }
 
   async provision(vol: VolumeRecord): Promise<Record<string, unknown>> {
-    const path = this.mountpointFor(vol.name);
-    await mkdir(this.dir, { recursive: true, mode: 0o711 });
+    const path = mountpointOf(vol);
+    await mkdir(dirname(path), { recursive: true, mode: 0o711 });
     await mkdir(path, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'EEXIST') throw e; });
     this.ctx.fault?.('local.dir-created');
     const { uid, gid, mode } = vol.spec as { uid?: number; gid?: number; mode: number };
@@ -48,11 +50,11 @@ export class LocalBackend implements Backend, OrphanFinder {
   }
 
   async deprovision(vol: VolumeRecord): Promise<void> {
-    await rm(this.mountpointFor(vol.name), { recursive: true, force: true });
+    await rm(mountpointOf(vol), { recursive: true, force: true });
   }
 
   async publish(vol: VolumeRecord): Promise<void> {
-    const path = this.mountpointFor(vol.name);
+    const path = mountpointOf(vol);
     const st = await stat(path).catch(() => undefined);
     if (!st?.isDirectory()) {
       throw new InternalError(`the data directory ${path} of volume ${vol.name} is missing; Ballast will not replace it with an empty one. Restore it, or remove the volume`);
@@ -74,7 +76,7 @@ export class LocalBackend implements Backend, OrphanFinder {
   async cleanOrphan(): Promise<void> { /* data is never deleted by a repair */ }
 
   status(vol: VolumeRecord): Record<string, unknown> {
-    return { path: this.mountpointFor(vol.name) };
+    return { path: vol.mountpoint };
   }
 }
 

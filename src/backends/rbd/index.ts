@@ -1,5 +1,5 @@
 import { mkdir, rmdir } from 'node:fs/promises';
-import { probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type ProvisionContext } from '../types.js';
+import { detailPath, mountpointOf, probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { BusyError, ConflictError, InternalError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
 import { checkOptionKeys } from '../options.js';
@@ -62,8 +62,11 @@ export class RbdBackend implements Backend, HealthChecker {
     return { ...(existing ? { image: opts.existing } : {}), ...(size !== undefined ? { size } : {}), fstype, mountopts, existing } satisfies RbdSpec;
   }
 
-  mountpointFor(name: string): string { return within(this.base, 'mounts', name); }
-  private fuseDirOf(name: string): string { return within(this.base, 'fuse', name); }
+  place(name: string): Placement {
+    return { mountpoint: within(this.base, 'mounts', name), details: { fuseDir: within(this.base, 'fuse', name) } };
+  }
+  /** Where rbd-fuse exposes the image (recorded at create; older records used the config's base). */
+  private fuseDirOf(vol: VolumeRecord): string { return detailPath(vol, 'fuseDir', () => within(this.base, 'fuse', vol.name)); }
   private imageOf(vol: VolumeRecord): string { return (vol.spec.image as string | undefined) ?? vol.name; }
   private spec(vol: VolumeRecord): RbdSpec { return vol.spec as unknown as RbdSpec; }
 
@@ -74,7 +77,7 @@ export class RbdBackend implements Backend, HealthChecker {
 
   /** Attaches the image as a file through rbd-fuse; returns the file. */
   private async attach(vol: VolumeRecord): Promise<string> {
-    const dir = this.fuseDirOf(vol.name);
+    const dir = this.fuseDirOf(vol);
     await this.detachIfDead(dir);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     if (!(await this.ctx.mounts.at(dir))) {
@@ -88,8 +91,8 @@ export class RbdBackend implements Backend, HealthChecker {
   }
 
   private async detach(vol: VolumeRecord): Promise<void> {
-    await this.detachIfDead(this.fuseDirOf(vol.name));
-    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol.name));
+    await this.detachIfDead(this.fuseDirOf(vol));
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol));
   }
 
   /**
@@ -136,8 +139,8 @@ export class RbdBackend implements Backend, HealthChecker {
 
   async deprovision(vol: VolumeRecord): Promise<void> {
     await this.unpublish(vol);
-    await rmdir(this.mountpointFor(vol.name)).catch(() => undefined);
-    await rmdir(this.fuseDirOf(vol.name)).catch(() => undefined);
+    await rmdir(mountpointOf(vol)).catch(() => undefined);
+    await rmdir(this.fuseDirOf(vol)).catch(() => undefined);
     if (this.spec(vol).existing) return;
     const r = await this.ceph.run('rbd', ['rm', '--no-progress', `${this.pool}/${this.imageOf(vol)}`], [0, 2]);
     if (r.code === 2) this.ctx.log.warn({ volume: vol.name }, 'rbd image was already gone');
@@ -167,7 +170,7 @@ export class RbdBackend implements Backend, HealthChecker {
 
   async publish(vol: VolumeRecord): Promise<void> {
     const spec = this.spec(vol);
-    const mp = this.mountpointFor(vol.name);
+    const mp = mountpointOf(vol);
     await mkdir(mp, { recursive: true, mode: 0o755 });
     const cur = await this.ctx.mounts.at(mp);
     if (cur) {
@@ -189,7 +192,7 @@ export class RbdBackend implements Backend, HealthChecker {
   }
 
   async unpublish(vol: VolumeRecord): Promise<void> {
-    const mp = this.mountpointFor(vol.name);
+    const mp = mountpointOf(vol);
     const cur = await this.ctx.mounts.at(mp);
     if (cur) {
       try { await unmount(this.ctx.exec, mp); } catch (e) {
@@ -203,11 +206,11 @@ export class RbdBackend implements Backend, HealthChecker {
   }
 
   probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
-    return probeMountpoint(snap, this.mountpointFor(vol.name));
+    return probeMountpoint(snap, mountpointOf(vol));
   }
 
   async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
-    const r = await mountAlive(this.ctx.exec, this.fuseDirOf(vol.name));
+    const r = await mountAlive(this.ctx.exec, this.fuseDirOf(vol));
     return { healthy: r.alive, reason: r.reason };
   }
 

@@ -1,5 +1,5 @@
 import { mkdir, rmdir, stat } from 'node:fs/promises';
-import type { BackendContext, BackendFactory } from '../types.js';
+import { detailPath, mountpointOf, type BackendContext, type BackendFactory, type Placement } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { UnavailableError } from '../../core/errors.js';
 import { RemoteDirBackend, parseSubpath, type RemoteFs } from '../remote-dir.js';
@@ -49,7 +49,11 @@ export class S3Backend extends RemoteDirBackend {
     super(name, s3Fs(name, config), ctx);
   }
 
-  private fuseDirOf(name: string): string { return within(this.base, 'fuse', name); }
+  override place(name: string): Placement {
+    return { mountpoint: super.place(name).mountpoint, details: { fuseDir: within(this.base, 'fuse', name) } };
+  }
+  /** Where s3fs mounts the parent of the volume's directory (recorded at create; older records used the config's base). */
+  private fuseDirOf(vol: VolumeRecord): string { return detailPath(vol, 'fuseDir', () => within(this.base, 'fuse', vol.name)); }
 
   private split(vol: VolumeRecord): { dir: string; parent: string; leaf: string } {
     const dir = this.specOf(vol).dir;
@@ -58,10 +62,10 @@ export class S3Backend extends RemoteDirBackend {
   }
 
   override async publish(vol: VolumeRecord): Promise<void> {
-    const mp = this.mountpointFor(vol.name);
+    const mp = mountpointOf(vol);
     await mkdir(mp, { recursive: true, mode: 0o755 });
     if (await this.ctx.mounts.at(mp)) return;
-    const fuse = this.fuseDirOf(vol.name);
+    const fuse = this.fuseDirOf(vol);
     await mkdir(fuse, { recursive: true, mode: 0o700 });
     const { dir, parent, leaf } = this.split(vol);
     if (await this.ctx.mounts.at(fuse)) {
@@ -85,20 +89,20 @@ export class S3Backend extends RemoteDirBackend {
   }
 
   override async unpublish(vol: VolumeRecord): Promise<void> {
-    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.mountpointFor(vol.name));
-    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol.name));
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, mountpointOf(vol));
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol));
   }
 
   override async deprovision(vol: VolumeRecord): Promise<void> {
     await super.deprovision(vol);
-    await rmdir(this.fuseDirOf(vol.name)).catch(() => undefined);
+    await rmdir(this.fuseDirOf(vol)).catch(() => undefined);
   }
 
   /** Dead when the volume's path no longer answers and no s3fs serves it any more (SIGKILL, crash). */
   override async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
-    const r = await mountAlive(this.ctx.exec, this.mountpointFor(vol.name));
+    const r = await mountAlive(this.ctx.exec, mountpointOf(vol));
     if (r.alive) return { healthy: true };
-    const clients = await processesMentioning(this.fuseDirOf(vol.name));
+    const clients = await processesMentioning(this.fuseDirOf(vol));
     if (clients.length > 0) return { healthy: true, reason: `the s3fs client (pid ${clients.join(', ')}) is running; the server is unreachable for now: ${r.reason}` };
     return { healthy: false, reason: r.reason };
   }

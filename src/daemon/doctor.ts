@@ -99,3 +99,13 @@ export function reconcilerChecks(r: PassReport, counters: Record<string, number>
   out.push({ name: 'repairs since start', ok: true, detail: Object.entries(counters).map(([k, v]) => `${k}=${v}`).join(' ') });
   return out;
 }
+
+/** Volumes whose recorded paths are not where the current config would put a new volume. */
+export function placementCheck(drift: readonly { volume: string; backend: string; field: string; recorded: string; config: string }[]): Check {
+  return {
+    name: 'volume paths', ok: true, warn: drift.length > 0,
+    detail: drift.length === 0
+      ? 'every volume lives where the current config puts new volumes'
+      : `${drift.map((d) => `${d.volume} (${d.backend}) has its ${d.field} at ${d.recorded}, not ${d.config}`).join('; ')}. These volumes keep working at their recorded paths (the config changed after they were made); new volumes use the new paths`,
+  };
+}

@@ -19,7 +19,7 @@ import { hostExec, type Exec } from '../host/exec.js';
 import { ProcMountTable, type MountTable } from '../host/mountinfo.js';
 import { prepareSocketPath, restrictSocket } from '../host/socket.js';
 import { buildApi } from '../frontends/api.js';
-import { hostChecks, pluginChecks, reconcilerChecks } from './doctor.js';
+import { hostChecks, placementCheck, pluginChecks, reconcilerChecks } from './doctor.js';
 import { UnavailableError } from '../core/errors.js';
 import { faultInjector } from '../core/faults.js';
 import { Reconciler } from '../reconciler/index.js';
@@ -74,8 +74,14 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const api = buildApi(service, log, {
     service, log,
     health: () => ({ ok: true, version: VERSION, node: config.node, root: config.root, socket: config.socket, driver: driverName(config.socket), backends: backends.names(), startedAt, pid: process.pid }),
+    // Doctor reads: the last reconcile pass (the periodic one, or the one at start), never a new pass
+    // that could repair something behind the operator's back. Repair stays a POST.
     doctor: async () => ({
-      checks: [...(await hostChecks(exec)), ...(await pluginChecks(config.socket, config.dockerHost)), ...reconcilerChecks(await reconciler.runOnce({ checkDocker: true }), reconciler.status().counters)],
+      checks: [
+        ...(await hostChecks(exec)), ...(await pluginChecks(config.socket, config.dockerHost)),
+        ...reconcilerChecks(reconciler.status().last ?? first, reconciler.status().counters),
+        placementCheck(await service.placementDrift()),
+      ],
     }),
     reconcile: () => reconciler.status(),
     repair: () => reconciler.runOnce({ repair: true, checkDocker: true }),

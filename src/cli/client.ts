@@ -4,8 +4,14 @@ export class CliError extends Error {
   constructor(message: string, readonly exitCode: number) { super(message); }
 }
 
-/** Exit codes: 1 other failure, 2 bad input, 3 not found, 4 conflict or busy, 5 daemon or host unavailable. */
-const EXIT: Record<string, number> = { InvalidArgument: 2, NotFound: 3, Conflict: 4, Busy: 4, Unavailable: 5, Internal: 1 };
+/**
+ * Exit codes: 1 other failure, 2 bad input, 3 not found, 4 conflict, busy or not in the needed state,
+ * 5 daemon, host or server unavailable or too slow, 6 out of space.
+ */
+const EXIT: Record<string, number> = {
+  InvalidArgument: 2, NotFound: 3, Conflict: 4, Busy: 4, AlreadyExists: 4, FailedPrecondition: 4, Aborted: 4,
+  Unavailable: 5, DeadlineExceeded: 5, ResourceExhausted: 6, Internal: 1,
+};
 
 /** Talks to the daemon's admin socket. */
 export class AdminClient {

@@ -20,13 +20,13 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { dockerSkipReason, startDockerEngine, type DockerEngine } from '../helpers/docker-engine.js';
 import { startBallast, uniqueName, type BallastProc } from '../helpers/ballast.js';
 import { pidAlive, run, sleep, waitFor, type RunResult } from '../helpers/proc.js';
-import { parseMountinfo } from '../../src/host/mountinfo.js';
 import { ALL_FAULT_POINTS, FAULT_POINTS } from '../../src/core/faults.js';
+import { loopsUnder, mountsUnder, teardownSuite, type LoopDev } from '../helpers/leftovers.js';
 
 const SKIP = dockerSkipReason();
 const IMAGE = 'busybox:local';
@@ -52,17 +52,9 @@ function bl(): BallastProc { assert.ok(b, 'ballast is not running (before hook f
 
 // ---- host state ----------------------------------------------------------------------------------
 
-function mountsUnderRoot() {
-  return parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.mountpoint.startsWith(root + '/') || m.source.startsWith(root + '/'));
-}
-
-interface Loop { name: string; 'back-file': string | null }
-async function loopsUnderRoot(): Promise<Loop[]> {
-  const r = await run(['losetup', '-J', '-O', 'NAME,BACK-FILE', '-l'], { timeoutMs: 10_000 });
-  assert.equal(r.code, 0, `losetup -l: ${r.stderr}`);
-  const all = r.stdout.trim() ? (JSON.parse(r.stdout) as { loopdevices: Loop[] }).loopdevices : [];
-  return all.filter((l) => (l['back-file'] ?? '').startsWith(root + '/'));
-}
+function mountsUnderRoot() { return mountsUnder([root]); }
+type Loop = LoopDev;
+function loopsUnderRoot(): Promise<Loop[]> { return loopsUnder([root]); }
 
 /** Where a volume lives on the host: its mountpoint, and its image (block) or data directory (local). */
 interface Where { mountpoint: string; storage: string }
@@ -80,6 +72,15 @@ async function assertReleased(w: Where | undefined, what: string): Promise<void>
   await waitFor(async () => { const h = await hostStateOf(w); return h.mounts.length === 0 && h.loops.length === 0; },
     `no mount or loop device of ${w ? w.storage : root} (${what})`, 10_000)
     .catch(async (err) => assert.fail(`${(err as Error).message}: ${JSON.stringify(await hostStateOf(w))}`));
+}
+
+/** The filesystem UUID of an image as `blkid -p` reads it from the bytes, or undefined if it holds none (or is absent). */
+async function uuidOf(image: string): Promise<string | undefined> {
+  if (!existsSync(image)) return undefined;
+  const r = await run(['blkid', '-p', '-s', 'UUID', '-o', 'value', image], { timeoutMs: 10_000 });
+  if (r.code === 2) return undefined; // nothing found
+  assert.equal(r.code, 0, `blkid -p -s UUID ${image} exited ${r.code}: ${r.stderr}`);
+  return r.stdout.trim() || undefined;
 }
 
 async function blkid(image: string): Promise<{ type: string; uuid: string }> {
@@ -168,7 +169,7 @@ interface Crash { first: RunResult; final: RunResult; logAfterRestart: number }
  * it without the fault, lets the command finish and, if it failed, runs it once more: that must
  * succeed, or (`done`) fail only because what it asked for is already done.
  */
-async function crashAt(label: string, point: string, cmd: string[], done?: RegExp): Promise<Crash> {
+async function crashAt(label: string, point: string, cmd: string[], done?: RegExp, afterKill?: () => Promise<void>): Promise<Crash> {
   await ensureServing();
   assert.equal(await bl().stop(), 0, 'graceful stop before arming the fault');
   const logBefore = bl().logs().length;
@@ -192,6 +193,8 @@ async function crashAt(label: string, point: string, cmd: string[], done?: RegEx
   assert.equal(outcome.signal, 'SIGKILL', `the daemon died of SIGKILL at ${point} (code ${outcome.code}, signal ${outcome.signal})`);
   const faultLines = bl().logs().slice(logBefore).split('\n').filter((l) => l.includes('fault injection: SIGKILL at'));
   assert.deepEqual(faultLines, [`ballast: fault injection: SIGKILL at ${point}`], 'the log proves the point was reached, once');
+  // What the host holds right after the kill, before recovery touches it.
+  if (afterKill) await afterKill();
 
   const logAfterRestart = bl().logs().length;
   armed = false;
@@ -258,37 +261,13 @@ describe('crash matrix: SIGKILL at every named step (e2e)', () => {
 
   after(async () => {
     if (SKIP) return;
+    // Back to a serving daemon without a fault, so the teardown can remove what is left through it.
     const problems: string[] = [];
-    const note = (what: string, r: { code: number; stderr: string }) => { if (r.code !== 0) problems.push(`${what}: ${r.stderr.trim()}`); };
     if (b) await ensureServing().catch((err) => problems.push(`restart ballast: ${(err as Error).message}`));
-    if (eng) {
-      for (const c of containers) note(`docker rm -f ${c}`, await eng.docker(['rm', '-f', c], 60_000));
-      if (b && pidAlive(b.pid())) for (const v of volumes) note(`docker volume rm ${v}`, await eng.docker(['volume', 'rm', '-f', v], 60_000));
-    }
-    if (b) {
-      if (pidAlive(b.pid())) {
-        const ls = await b.cli(['volume', 'ls', '--json']).catch(() => undefined);
-        const left = ls?.code === 0 ? (JSON.parse(ls.stdout) as { name: string }[]).map((v) => v.name) : [];
-        for (const v of left) note(`ballast volume rm ${v}`, await b.cli(['volume', 'rm', v]));
-      }
-      await b.stop().catch(() => undefined);
-      if (pidAlive(b.pid())) await b.kill9().catch(() => undefined);
-      rmSync(b.socket, { force: true });
-    }
-    // Safety net: nothing of ours stays mounted or attached, whatever failed above.
-    if (root) {
-      for (const m of mountsUnderRoot().reverse()) {
-        problems.push(`left mounted: ${m.mountpoint}`);
-        await run(['umount', '-l', m.mountpoint], { timeoutMs: 20_000 });
-      }
-      for (const l of await loopsUnderRoot().catch(() => [] as Loop[])) {
-        problems.push(`left attached: ${l.name} on ${l['back-file']}`);
-        await run(['losetup', '-d', l.name], { timeoutMs: 10_000 });
-      }
-    }
-    if (eng) await eng.stop().catch((err) => problems.push(`dockerd stop: ${(err as Error).message}`));
-    if (root) rmSync(root, { recursive: true, force: true });
-    if (problems.length) console.error(`crash e2e cleanup found leftovers:\n  ${problems.join('\n  ')}`);
+    await teardownSuite({
+      suite: 'crash e2e', roots: [root], engine: eng, containers, volumes, daemons: [b], problems,
+      stopAfter: eng ? [{ what: 'dockerd', stop: () => eng!.stop() }] : [],
+    });
   });
 
   for (const backend of ['local', 'block'] as const) {
@@ -303,7 +282,12 @@ describe('crash matrix: SIGKILL at every named step (e2e)', () => {
     for (const point of points(FAULT_POINTS.create)) {
       t(point, async (label) => {
         const vol = volName(`${backend[0]}c`);
-        const c = await crashAt(label, point, createArgs(vol, backend));
+        // The image is read right after the kill, before recovery: a filesystem made before the crash
+        // must be the one the volume keeps (roll-forward must not run mkfs a second time).
+        const image = join(root, 'backends', 'block', 'images', `${vol}.img`);
+        let atKill: string | undefined;
+        const c = await crashAt(label, point, createArgs(vol, backend), undefined,
+          backend === 'block' ? async () => { atKill = await uuidOf(image); } : undefined);
         assert.equal(c.final.stdout.trim(), vol);
         const v = await inspectVolume(vol);
         assert.equal(v.Status.state, 'ready');
@@ -312,10 +296,18 @@ describe('crash matrix: SIGKILL at every named step (e2e)', () => {
         await assertReleased(w, 'after the create');
         let uuid: string | undefined;
         if (backend === 'block') {
+          assert.equal(w.storage, image, 'the image is where the test read it right after the kill');
           const fs = await blkid(w.storage);
           assert.equal(fs.type, 'ext4');
           uuid = fs.uuid;
+          if (point === 'create.provisioned') assert.ok(atKill, 'at create.provisioned the image already holds its filesystem');
+          if (atKill) assert.equal(uuid, atKill, `the filesystem found right after the kill at ${point} is kept (not formatted again by recovery)`);
+          outcomes.push(`${label}: right after the kill the image held ${atKill ? `a filesystem, UUID ${atKill}, kept by recovery` : 'no filesystem yet (mkfs ran once, after the restart)'}`);
           assert.equal(statSync(w.storage).size, 512 * 1024 ** 2);
+          // Exactly one mkfs: a second restart (recovery and reconcile again) keeps the same filesystem.
+          assert.equal(await bl().stop(), 0, 'graceful stop for a second restart');
+          await bl().restart();
+          assert.equal(await uuidOf(w.storage), uuid, 'the UUID is the same after a second restart');
         } else {
           assert.equal(statSync(w.storage).mode & 0o7777, 0o755, 'the create finished: the directory has its mode');
         }

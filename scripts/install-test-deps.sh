@@ -2,7 +2,8 @@
 # Installs the Debian packages the end-to-end tests and benchmarks need, when they are missing:
 # a Docker engine, busybox for the test image, the xfs/btrfs tools, and the servers and clients of the
 # network backends (GlusterFS, Ceph with CephFS, RBD and the RADOS gateway for S3, sshd and sshfs,
-# s3fs, fio). Root only; idempotent; quiet when everything is there.
+# s3fs, fio), and nfs-common (mount.nfs), so the NFS test runs wherever the kernel has an NFS client
+# and skips, saying why, where it has none. Root only; idempotent; quiet when everything is there.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-test-deps: not root; end-to-end tests will be skipped" >&2; exit 0; }
 need=()
@@ -27,6 +28,7 @@ want /usr/sbin/sshd openssh-server
 want ssh-keygen openssh-client
 want sshfs sshfs
 want s3fs s3fs
+want /sbin/mount.nfs nfs-common
 want fio fio
 want setfattr attr
 want uuidgen uuid-runtime

@@ -1,6 +1,6 @@
 /** Figures with targets, and the human-readable table. */
 
-export interface Target { op: '<' | '<='; value: number }
+export interface Target { op: '<' | '<=' | '>='; value: number }
 
 export interface Figure {
   section: string;
@@ -14,7 +14,7 @@ export interface Figure {
 }
 
 export function figure(section: string, name: string, value: number, unit: string, target?: Target, note?: string): Figure {
-  const pass = target ? (target.op === '<' ? value < target.value : value <= target.value) : null;
+  const pass = target ? (target.op === '<' ? value < target.value : target.op === '<=' ? value <= target.value : value >= target.value) : null;
   return { section, name, value, unit, ...(target ? { target } : {}), pass, ...(note ? { note } : {}) };
 }
 

@@ -32,7 +32,7 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
@@ -41,6 +41,7 @@ import { startBallast, uniqueName, type BallastProc } from '../helpers/ballast.j
 import { pidAlive, run, sleep, waitFor } from '../helpers/proc.js';
 import { cephSkipReason, startCeph, type CephCluster } from '../servers/ceph.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
+import { teardownSuite } from '../helpers/leftovers.js';
 
 const SKIP = dockerSkipReason() ?? cephSkipReason();
 const IMAGE = 'busybox:local';
@@ -271,56 +272,24 @@ describe('Ceph backends: cephfs, rbd, s3 on radosgw (e2e)', () => {
 
   after(async () => {
     if (SKIP) return;
+    // node-b's own mounts and volumes first (dockerd does not know it).
     const problems: string[] = [];
-    const note = (what: string, r: { code: number; stderr: string }) => { if (r.code !== 0) problems.push(`${what}: ${r.stderr.trim()}`); };
-    if (eng) {
-      for (const x of containers) note(`docker rm -f ${x}`, await eng.docker(['rm', '-f', x], 60_000));
-      if (b1 && pidAlive(b1.pid())) for (const v of volumes) note(`docker volume rm ${v}`, await eng.docker(['volume', 'rm', '-f', v], 120_000));
-    }
     if (b2 && pidAlive(b2.pid())) {
       for (const [v, id] of b2Mounts) await b2.plugin('VolumeDriver.Unmount', { Name: v, ID: id }).catch((err) => problems.push(`node-b unmount ${v}: ${err}`));
       for (const v of b2Volumes) await b2.plugin('VolumeDriver.Remove', { Name: v }).catch((err) => problems.push(`node-b remove ${v}: ${err}`));
-      // Whatever node-b still has mounted lives in its own mount namespace: unmount it there.
-      const left = parseMountinfo(readFileSync(`/proc/${b2.pid()}/mountinfo`, 'utf8')).filter((m) => m.mountpoint.startsWith(root2 + '/')).reverse();
-      for (const m of left) {
-        problems.push(`left mounted on node-b: ${m.mountpoint}`);
-        await run(['nsenter', '-t', String(b2.pid()), '-m', 'umount', '-l', m.mountpoint], { timeoutMs: 20_000 });
-      }
     }
-    for (const p of [b1, b2]) {
-      if (!p) continue;
-      if (pidAlive(p.pid())) {
-        const ls = await p.cli(['volume', 'ls', '--json']).catch(() => undefined);
-        const left = ls?.code === 0 ? (JSON.parse(ls.stdout) as { name: string }[]).map((v) => v.name) : [];
-        for (const v of left) note(`ballast volume rm ${v}`, await p.cli(['volume', 'rm', v]));
-      }
-      await p.stop().catch(() => undefined);
-      if (pidAlive(p.pid())) await p.kill9().catch(() => undefined);
-      rmSync(p.socket, { force: true });
+    try {
+      // node-b's mount namespace is read while it lives; the Ceph data dir is under scratch too.
+      await teardownSuite({
+        suite: 'ceph e2e', roots: [scratch], engine: eng, containers, volumes, daemons: [b1, b2], problems,
+        stopAfter: [
+          ...(eng ? [{ what: 'dockerd', stop: () => eng!.stop() }] : []),
+          ...(ceph ? [{ what: 'ceph', stop: () => ceph!.stop() }] : []),
+        ],
+      });
+    } finally {
+      console.error(`ceph e2e timings:\n  ${timings.join('\n  ')}`);
     }
-    // Safety net, whatever failed above: our FUSE clients (by PID), mounts, loop devices.
-    if (scratch) {
-      for (const m of mountinfo().filter((x) => x.mountpoint.startsWith(scratch + '/')).reverse()) {
-        problems.push(`left mounted: ${m.mountpoint}`);
-        await run(['umount', '-l', m.mountpoint], { timeoutMs: 20_000 });
-      }
-      const loops = await run(['losetup', '-J', '-l', '-O', 'NAME,BACK-FILE'], { timeoutMs: 20_000 });
-      for (const l of loops.code === 0 && loops.stdout.trim() ? (JSON.parse(loops.stdout) as { loopdevices: { name: string; 'back-file': string }[] }).loopdevices : []) {
-        if (!(l['back-file'] ?? '').startsWith(scratch + '/')) continue;
-        problems.push(`left attached: ${l.name} on ${l['back-file']}`);
-        await run(['losetup', '-d', l.name], { timeoutMs: 20_000 });
-      }
-      await waitFor(() => fuseClients(scratch).length === 0, 'FUSE clients to exit', 5_000).catch(() => undefined);
-      for (const p of fuseClients(scratch)) {
-        problems.push(`left running: ${p.argv[0]} (pid ${p.pid})`);
-        try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ }
-      }
-    }
-    if (eng) await eng.stop().catch((err) => problems.push(`dockerd stop: ${(err as Error).message}`));
-    if (ceph) await ceph.stop().catch((err) => problems.push(`ceph stop: ${(err as Error).message}`));
-    if (scratch) rmSync(scratch, { recursive: true, force: true });
-    if (problems.length) console.error(`ceph e2e cleanup found leftovers:\n  ${problems.join('\n  ')}`);
-    console.error(`ceph e2e timings:\n  ${timings.join('\n  ')}`);
   });
 
   // (a)+(b) ---------------------------------------------------------------------------------------

@@ -21,9 +21,10 @@ import { dockerSkipReason, startDockerEngine, type DockerEngine } from '../helpe
 import { startBallast, uniqueName, type BallastProc } from '../helpers/ballast.js';
 import { pidAlive, run, sleep, waitFor } from '../helpers/proc.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
+import { teardownSuite } from '../helpers/leftovers.js';
 import { sshdSkipReason, startSshd, type SshServer } from '../servers/sshd.js';
 import { glusterSkipReason, startGluster, type GlusterServer } from '../servers/gluster.js';
-import { freePort, gone, killPids } from '../servers/common.js';
+import { freePort, gone } from '../servers/common.js';
 
 const SKIP_ALL = dockerSkipReason();
 const IMAGE = 'busybox:local';
@@ -242,12 +243,8 @@ describe('remote-directory backends (sshfs, glusterfs) against real servers (e2e
 
   after(async () => {
     if (SKIP_ALL || REMOTES.every((r) => r.skip)) return;
+    // The second daemon's own mounts and volumes first (dockerd does not know it).
     const problems: string[] = [];
-    const chk = (what: string, r: { code: number; stderr: string }) => { if (r.code !== 0) problems.push(`${what}: ${r.stderr.trim()}`); };
-    if (eng) {
-      for (const c of containers) chk(`docker rm -f ${c}`, await eng.docker(['rm', '-f', c], 60_000));
-      if (b1 && pidAlive(b1.pid())) for (const v of volumes) chk(`docker volume rm ${v}`, await eng.docker(['volume', 'rm', '-f', v], 130_000));
-    }
     if (b2 && pidAlive(b2.pid())) {
       for (const [id, v] of mounts2) await b2.plugin('VolumeDriver.Unmount', { Name: v, ID: id }).catch(() => undefined);
       for (const v of volumes2) {
@@ -255,40 +252,25 @@ describe('remote-directory backends (sshfs, glusterfs) against real servers (e2e
         if (r.status !== 200) problems.push(`second daemon: remove ${v}: ${JSON.stringify(r.body)}`);
       }
     }
-    for (const b of [b1, b2]) {
-      if (!b) continue;
-      await b.stop().catch(() => undefined);
-      if (pidAlive(b.pid())) await b.kill9().catch(() => undefined);
-      rmSync(b.socket, { force: true });
-    }
-    // Safety net, whatever failed above: nothing of ours stays mounted, no FUSE client of ours lives
-    // (the second daemon's mounts live in its namespace: killing their clients lets it go away).
-    for (const r of [root1, root2, scratch].filter(Boolean)) {
-      for (const m of mountinfoOf('self').filter((x) => x.mountpoint.startsWith(r + '/')).reverse()) {
-        if (m.mountpoint !== glusterView) problems.push(`left mounted: ${m.mountpoint}`);
-        await run(['umount', '-l', m.mountpoint], { timeoutMs: 20_000 });
+    try {
+      await teardownSuite({
+        suite: 'remote e2e', roots: [root1, root2, scratch], engine: eng, containers, volumes, daemons: [b1, b2], problems,
+        ownMounts: glusterView ? [glusterView] : [],
+        stopAfter: [
+          ...(eng ? [{ what: 'dockerd', stop: () => eng!.stop() }] : []),
+          ...(sshd ? [{ what: 'sshd', stop: () => sshd!.stop() }] : []),
+          ...(gluster ? [{ what: 'gluster', stop: () => gluster!.stop() }] : []),
+        ],
+      });
+    } finally {
+      // glusterfs clients log to /var/log/glusterfs/<mountpoint with "-" for "/">.log: ours go.
+      const logDir = '/var/log/glusterfs';
+      if (existsSync(logDir)) {
+        const prefixes = [root1, root2, scratch].filter(Boolean).map((p) => p.replace(/^\//, '').replace(/\//g, '-'));
+        for (const f of readdirSync(logDir)) if (prefixes.some((p) => f.startsWith(p))) rmSync(join(logDir, f), { force: true });
       }
+      if (timings.length) console.error(`remote e2e timings:\n  ${timings.join('\n  ')}`);
     }
-    await sleep(200);
-    for (const r of [root1, root2, scratch].filter(Boolean)) {
-      const left = processesContaining(r + '/').filter((p) => /sshfs|glusterfs|ssh /.test(p.cmd));
-      if (left.length) {
-        if (r !== scratch) problems.push(`left running: ${left.map((p) => `${p.pid} ${p.cmd.slice(0, 160)}`).join('; ')}`);
-        await killPids(left.map((p) => p.pid), 'SIGTERM', 5_000);
-      }
-    }
-    if (eng) await eng.stop().catch((err) => problems.push(`dockerd stop: ${(err as Error).message}`));
-    if (sshd) await sshd.stop().catch((err) => problems.push(`sshd stop: ${(err as Error).message}`));
-    if (gluster) await gluster.stop().catch((err) => problems.push(`gluster stop: ${(err as Error).message}`));
-    // glusterfs clients log to /var/log/glusterfs/<mountpoint with "-" for "/">.log: ours go.
-    const logDir = '/var/log/glusterfs';
-    if (existsSync(logDir)) {
-      const prefixes = [root1, root2, scratch].filter(Boolean).map((p) => p.replace(/^\//, '').replace(/\//g, '-'));
-      for (const f of readdirSync(logDir)) if (prefixes.some((p) => f.startsWith(p))) rmSync(join(logDir, f), { force: true });
-    }
-    for (const d of [root1, root2, scratch]) if (d) rmSync(d, { recursive: true, force: true });
-    if (problems.length) console.error(`remote e2e cleanup found leftovers:\n  ${problems.join('\n  ')}`);
-    if (timings.length) console.error(`remote e2e timings:\n  ${timings.join('\n  ')}`);
   });
 
   for (const r of REMOTES) {

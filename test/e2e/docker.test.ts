@@ -7,13 +7,14 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dockerSkipReason, startDockerEngine, type DockerEngine } from '../helpers/docker-engine.js';
 import { BIN, startBallast, uniqueName, type BallastProc } from '../helpers/ballast.js';
 import { Scenario } from '../helpers/scenario.js';
 import { pidAlive, run, waitFor } from '../helpers/proc.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
+import { teardownSuite } from '../helpers/leftovers.js';
 
 const SKIP = dockerSkipReason();
 const GiB = 1024 ** 3;
@@ -122,38 +123,10 @@ describe('ballast through docker (e2e)', () => {
 
   after(async () => {
     if (SKIP) return;
-    const problems: string[] = [];
-    const note = (what: string, r: { code: number; stderr: string }) => { if (r.code !== 0) problems.push(`${what}: ${r.stderr.trim()}`); };
-    if (eng) {
-      for (const c of containers) note(`docker rm -f ${c}`, await eng.docker(['rm', '-f', c], 60_000));
-      if (b && pidAlive(b.pid())) for (const v of volumes) note(`docker volume rm ${v}`, await eng.docker(['volume', 'rm', '-f', v], 60_000));
-    }
-    if (b) {
-      if (pidAlive(b.pid())) {
-        const ls = await b.cli(['volume', 'ls', '--json']).catch(() => undefined);
-        const left = ls?.code === 0 ? (JSON.parse(ls.stdout) as { name: string }[]).map((v) => v.name) : [];
-        for (const v of left) note(`ballast volume rm ${v}`, await b.cli(['volume', 'rm', v]));
-      }
-      await b.stop().catch(() => undefined);
-      if (pidAlive(b.pid())) await b.kill9().catch(() => undefined);
-      rmSync(b.socket, { force: true });
-    }
-    // Safety net: nothing of ours stays mounted or attached, whatever failed above.
-    if (root) {
-      for (const m of mountinfo().filter((x) => x.mountpoint.startsWith(root + '/')).reverse()) {
-        problems.push(`left mounted: ${m.mountpoint}`);
-        await run(['umount', '-l', m.mountpoint], { timeoutMs: 20_000 });
-      }
-      for (const img of listDir(imagesDir())) {
-        for (const l of await loopsOf(join(imagesDir(), img)).catch(() => [])) {
-          problems.push(`left attached: ${l.name} on ${img}`);
-          await run(['losetup', '-d', l.name], { timeoutMs: 10_000 });
-        }
-      }
-    }
-    if (eng) await eng.stop().catch((err) => problems.push(`dockerd stop: ${(err as Error).message}`));
-    for (const d of [root, scratch]) if (d) rmSync(d, { recursive: true, force: true });
-    if (problems.length) console.error(`e2e cleanup found leftovers:\n  ${problems.join('\n  ')}`);
+    await teardownSuite({
+      suite: 'docker e2e', roots: [root, scratch], engine: eng, containers, volumes, daemons: [b],
+      stopAfter: eng ? [{ what: 'dockerd', stop: () => eng!.stop() }] : [],
+    });
   });
 
   // 1 ------------------------------------------------------------------------------------------

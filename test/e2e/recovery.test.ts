@@ -36,6 +36,7 @@ import { startBallast, uniqueName, type BallastProc } from '../helpers/ballast.j
 import { IMAGE, Scenario } from '../helpers/scenario.js';
 import { pidAlive, run, sleep, waitFor, type RunResult } from '../helpers/proc.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
+import { teardownSuite } from '../helpers/leftovers.js';
 import { unixRequest } from '../../src/host/unix-http.js';
 import type { PassReport } from '../../src/reconciler/index.js';
 
@@ -220,34 +221,11 @@ describe('ballast recovery (e2e)', () => {
 
   after(async () => {
     if (SKIP) return;
-    const problems: string[] = [];
-    const note = (what: string, r: { code: number; stderr: string }) => { if (r.code !== 0) problems.push(`${what}: ${r.stderr.trim()}`); };
-    if (eng && pidAlive(eng.pid)) {
-      for (const c of containers) note(`docker rm -f ${c}`, await eng.docker(['rm', '-f', c], 60_000));
-      if (b && pidAlive(b.pid())) for (const v of volumes) note(`docker volume rm ${v}`, await eng.docker(['volume', 'rm', '-f', v], 60_000));
-    }
-    for (const d of [...extraDaemons, ...(b ? [b] : [])]) {
-      await d.stop().catch(() => undefined);
-      if (pidAlive(d.pid())) await d.kill9().catch(() => undefined);
-      rmSync(d.socket, { force: true });
-    }
-    if (root) {
-      for (const m of mountinfo().filter((x) => x.mountpoint.startsWith(root + '/') || x.mountpoint.startsWith(scratch + '/')).reverse()) {
-        problems.push(`left mounted: ${m.mountpoint}`);
-        await run(['umount', '-l', m.mountpoint], { timeoutMs: 20_000 });
-      }
-      for (const dir of [imagesDir(), scratch]) {
-        for (const f of existsSync(dir) ? readdirSync(dir) : []) {
-          for (const l of await loopsOf(join(dir, f)).catch(() => [])) {
-            problems.push(`left attached: ${l.name} on ${f}`);
-            await run(['losetup', '-d', l.name], { timeoutMs: 10_000 });
-          }
-        }
-      }
-    }
-    for (const en of [...extraEngines, ...(eng ? [eng] : [])]) await en.stop().catch((err) => problems.push(`dockerd stop: ${(err as Error).message}`));
-    for (const d of [root, scratch, ...extraDaemons.map((x) => x.root)]) if (d) rmSync(d, { recursive: true, force: true });
-    if (problems.length) console.error(`recovery e2e cleanup found leftovers:\n  ${problems.join('\n  ')}`);
+    await teardownSuite({
+      suite: 'recovery e2e', roots: [root, scratch, ...extraDaemons.map((x) => x.root)], engine: eng, containers, volumes,
+      daemons: [b, ...extraDaemons],
+      stopAfter: [...extraEngines, ...(eng ? [eng] : [])].map((en) => ({ what: `dockerd ${en.dir}`, stop: () => en.stop() })),
+    });
   });
 
   // 1 ------------------------------------------------------------------------------------------

@@ -5,12 +5,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { startBallast, type BallastProc } from '../helpers/ballast.js';
 import { run } from '../helpers/proc.js';
+import { teardownSuite } from '../helpers/leftovers.js';
 
 const skip = process.getuid?.() !== 0 ? 'needs root (loop devices and mounts)' : undefined;
 let dir = '';
@@ -35,10 +36,7 @@ before(async () => {
 });
 after(async () => {
   if (skip) return;
-  await b?.stop();
-  for (const m of mountsUnder(dir).reverse()) await run(['umount', m], { timeoutMs: 10_000 });
-  for (const l of await loopsUnder(dir)) await run(['losetup', '-d', l], { timeoutMs: 10_000 });
-  rmSync(dir, { recursive: true, force: true });
+  await teardownSuite({ suite: 'model e2e', roots: [dir], daemons: [b] });
 });
 
 function mountsUnder(prefix: string): string[] {

@@ -1,6 +1,8 @@
 /**
- * Ballast benchmark: plugin API latency with 10,000 volumes, block create+mount against the host
- * tools, `docker run -v` against Docker's local driver, and daemon RSS, in one run.
+ * Ballast benchmark, in one run: plugin API latency with 10,000 volumes and the hot path (Get storm
+ * against a bare node:http server, Mount/Unmount without a kernel mount), block create + first mount
+ * (thick and thin, 1 GiB and 10 GiB, ext4 and xfs) against the same result made by hand, `docker run
+ * -v` against Docker's local driver, daemon RSS, and restart with 1,000 volumes against a real dockerd.
  *
  *   npm run bench [-- --out FILE] [-- --sections api,block,docker,restart]
  *

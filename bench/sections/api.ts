@@ -23,9 +23,9 @@ export const API_DEFAULTS = {
   lists: 200,
   /** Lists each right after a Create (untimed, removed again untimed): nothing cached can answer them. */
   coldLists: 30,
-  /** Get storms, each this long, alternating Ballast and the bare node:http floor: A B B A. */
-  stormSec: 3,
-  stormRounds: 4,
+  /** Get storms, each this long, alternating Ballast and the bare node:http floor: A B B A A B B A. */
+  stormSec: 1.5,
+  stormRounds: 8,
   stormConcurrency: 64,
   /** Mount+Unmount pairs per connection mode that need no kernel mount (local dir; block already mounted). */
   hotMounts: 400,
@@ -211,12 +211,15 @@ export async function apiSection(ctx: BenchContext, o: ApiOptions = API_DEFAULTS
   api.push(figure('api', `List of ${o.volumes} p99, keep-alive (${o.lists})`, listKeep.p99, 'ms', { op: '<', value: 20 }));
   api.push(figure('api', `List right after a change p50 (${o.coldLists})`, listCold.p50, 'ms', undefined, 'each List follows a Create, so the store re-reads and the frontend re-encodes all rows'));
   api.push(figure('api', `List right after a change p99 (${o.coldLists})`, listCold.p99, 'ms', { op: '<', value: 20 }));
-  const stormNote = `${o.stormRounds} storms of ${o.stormSec} s, ${o.stormConcurrency} in flight, new connection per request, same client, alternating A B B A`;
+  const stormNote = `${o.stormRounds} storms of ${o.stormSec} s, ${o.stormConcurrency} in flight, new connection per request, same client, alternating A B B A A B B A`;
   api.push(figure('api', `Get storm, ballast (${storm.n} Gets)`, storm.opsPerSec, 'ops/s', undefined, stormNote));
   api.push(figure('api', `Get storm, bare node:http server answering the same body (${floorSum.n} Gets)`, floorSum.opsPerSec, 'ops/s', undefined,
     `its own process with the daemon's V8 flags (${NODE_FLAGS.join(' ') || 'none'}); reads the request, answers the ${floor.bodyBytes}-byte Get body Ballast returned`));
   api.push(figure('api', 'Get storm ratio ballast/bare node:http', round(stormRatio, 3), '', { op: '>=', value: 0.8 },
     `CPU, % of one core, client / server: ballast storm ${storm.clientCpuPctOfOneCore} / ${storm.serverCpuPctOfOneCore}, bare storm ${floorSum.clientCpuPctOfOneCore} / ${floorSum.serverCpuPctOfOneCore} (a client near 100 is the limit, and then the ratio understates the gap)`));
+  const perGet = (x: Storm) => round(x.serverCpuMs / Math.max(1, x.ops), 3);
+  api.push(figure('api', 'server CPU per Get in the storm, ballast', perGet(ballastStorm), 'ms', undefined,
+    `bare node:http ${perGet(floorStorm)} ms (/proc/<pid>/stat, 10 ms ticks); the cost per request, whatever limits the throughput`));
   api.push(figure('api', 'Get storm p99 latency, ballast / bare', storm.p99, 'ms', undefined, `bare node:http p99 ${floorSum.p99} ms`));
   for (const h of hot.figures) api.push(h);
   rss.push(figure('rss', 'daemon RSS idle (empty store, 1 s after start)', mb(idle.rss), 'MB', { op: '<', value: 70 }));
@@ -234,7 +237,7 @@ export async function apiSection(ctx: BenchContext, o: ApiOptions = API_DEFAULTS
         getMs: { freshConnection: getFresh, keepAlive: getKeep, daemonCpuMsPerGet: round(getCpuMs, 3) },
         listMs: { responseBytes: bytes, freshConnection: listFresh, keepAlive: listKeep, afterChange: listCold, daemonCpuMsPerList: round(listCpuMs, 3) },
         storm: {
-          concurrency: o.stormConcurrency, rounds: o.stormRounds, secondsEach: o.stormSec, order: 'ballast, bare, bare, ballast',
+          concurrency: o.stormConcurrency, rounds: o.stormRounds, secondsEach: o.stormSec, order: 'A B B A repeated (A = ballast, B = bare node:http)',
           ballast: { ...storm, seconds: round(ballastStorm.sec), daemonCpuMsPerGet: round(stormCpuMs, 3) },
           bareNodeHttp: { ...floorSum, seconds: round(floorStorm.sec), bodyBytes: floor.bodyBytes, nodeFlags: NODE_FLAGS },
           ratio: round(stormRatio, 3),

@@ -217,7 +217,7 @@ export async function blockSection(ctx: BenchContext, o: BlockOptions = BLOCK_DE
     const thick = res[`${size} ${f} thick`]?.ballast ?? [];
     const thin = res[`${size} ${f} thin`]?.ballast ?? [];
     if (thick.length && thin.length) {
-      figures.push(figure('block', `${f} ${size} ballast thick/thin`, round(median(thick.map((t) => t.total)) / median(thin.map((t) => t.total)), 3), ''));
+      figures.push(figure('block', `${f} ${size === '1G' ? '1 GiB' : size === '10G' ? '10 GiB' : size} ballast thick/thin create+mount`, round(median(thick.map((t) => t.total)) / median(thin.map((t) => t.total)), 3), ''));
     }
   }
   return { figures, details };

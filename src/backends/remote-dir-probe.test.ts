@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import pino from 'pino';
@@ -40,6 +40,7 @@ function fakeHost(vanishAt: 'probe' | 'after-probe' | 'never', probeAnswer: { co
       return { code: probeAnswer.code, stdout: '', stderr: probeAnswer.stderr };
     }
     if (argv[0] === 'umount') { mounted.delete(argv[argv.length - 1]); return { code: 0, stdout: '', stderr: '' }; }
+    if (argv[0] === 'mkdir') { mkdirSync(argv[argv.length - 1]); return { code: 0, stdout: '', stderr: '' }; }
     throw new Error(`unexpected command ${argv.join(' ')}`);
   };
   const ctx: BackendContext = { root, exec, mounts, log: pino({ level: 'silent' }) };
@@ -81,7 +82,8 @@ test('remote dir: a client that answers is handed out; create makes the director
     assert.ok(h.mounted.has(h.vol.mountpoint));
     h.calls.length = 0;
     assert.deepEqual(await h.b.provision(h.vol), { dir: 'v1', createdByBallast: true });
-    assert.deepEqual(h.calls, ['s3fs', 'stat', 'umount']);
+    // The probe, then the look-up and the mkdir of the volume's directory, each in a child process.
+    assert.deepEqual(h.calls, ['s3fs', 'stat', 'stat', 'mkdir', 'umount']);
     assert.deepEqual(readdirSync(h.tmpDir), [], 'the temporary share mountpoint is gone');
   } finally { h.done(); }
 });

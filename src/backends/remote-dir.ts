@@ -1,10 +1,15 @@
-import { mkdir, mkdtemp, rm, rmdir, stat } from 'node:fs/promises';
-import { mountpointOf, probeMountpoint, type Backend, type BackendContext, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext } from './types.js';
+import { mkdir, readdir, rm, rmdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mountpointOf, probeMountpoint, type Backend, type BackendContext, type HealthChecker, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type ProvisionContext } from './types.js';
 import type { VolumeRecord } from '../core/types.js';
 import { ConflictError, InvalidArgumentError, UnavailableError } from '../core/errors.js';
 import { checkOptionKeys } from './options.js';
 import { within } from '../host/paths.js';
-import { mountAlive, mountAndVerify, processesMentioning, serverAnswers, unmountAndWait } from '../host/fuse.js';
+import { forceDetach, mountAlive, mountAndVerify, processesMentioning, serverAnswers, unmountAndWait } from '../host/fuse.js';
+import { FsChildError, mkdirChild, rmTreeChild, statChild } from '../host/fs-child.js';
+
+/** rm -r of a volume's directory through the share: well below dockerd's 60 s for a Remove, with the mount. */
+const RM_TIMEOUT_MS = 40_000;
 
 /**
  * A network filesystem whose share holds one directory per volume (GlusterFS, sshfs, S3 via s3fs,
@@ -43,11 +48,17 @@ export const REMOTE_DIR_OPTIONS: readonly OptionDoc[] = [
   { name: 'existing', help: 'adopt this existing directory of the share (relative path) instead of creating one; Ballast never deletes it' },
 ];
 
-export class RemoteDirBackend implements Backend, HealthChecker {
+/**
+ * Every file operation through the share (stat, mkdir, rm -r) runs in a child process with a timeout
+ * (src/host/fs-child.ts): the daemon's own thread pool never waits on a server that does not answer.
+ */
+export class RemoteDirBackend implements Backend, HealthChecker, OrphanFinder {
   readonly shareable = true;
   readonly optionDocs: readonly OptionDoc[];
   readonly type: string;
   protected readonly base: string;
+  /** Temporary share mountpoints in use by this process now (everything else under tmp/ is a leftover). */
+  private readonly active = new Set<string>();
 
   constructor(
     readonly name: string, readonly fs: RemoteFs, protected readonly ctx: BackendContext,
@@ -71,20 +82,78 @@ export class RemoteDirBackend implements Backend, HealthChecker {
     return { dir: s.dir ?? vol.name, existing: !!s.existing };
   }
 
-  /** Mounts the share's root on a private temporary mountpoint for the duration of fn. */
+  private get tmpDir(): string { return within(this.base, 'tmp'); }
+  /** How long one file operation through the share may take. */
+  private get fsTimeoutMs(): number { return Math.max(5_000, this.fs.mountTimeoutMs); }
+
+  /**
+   * Mounts the share's root on a private temporary mountpoint for the duration of fn, and always cleans
+   * it up afterwards, also when the mount or fn gave up (see releaseShareRoot). What a crash leaves there
+   * is found by findOrphans.
+   */
   private async withShareRoot<T>(fn: (root: string) => Promise<T>): Promise<T> {
-    await mkdir(within(this.base, 'tmp'), { recursive: true, mode: 0o700 });
-    const mp = await mkdtemp(within(this.base, 'tmp', 'share-'));
+    await mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
+    // Named and marked active before it exists, so a reconcile pass never takes it for a leftover.
+    const mp = within(this.tmpDir, `share-${randomBytes(6).toString('hex')}`);
+    this.active.add(mp);
     try {
+      await mkdir(mp, { mode: 0o700 });
       await this.mount('', mp, {});
-      try { return await fn(mp); } finally { await unmountAndWait(this.ctx.exec, this.ctx.mounts, mp); }
+      return await fn(mp);
     } finally {
-      await rmdir(mp).catch(async (e: NodeJS.ErrnoException) => {
-        // Not empty: a client that exited mid-way let a mkdir land in the local directory. Local only
-        // when nothing is mounted there any more.
-        if (e.code === 'ENOTEMPTY' && !(await this.ctx.mounts.at(mp))) await rm(mp, { recursive: true, force: true }).catch(() => undefined);
+      await this.releaseShareRoot(mp).catch((e: Error) => this.ctx.log.warn({ backend: this.name, mountpoint: mp, err: e.message }, 'temporary share mount left for the reconciler'));
+      this.active.delete(mp);
+    }
+  }
+
+  /**
+   * Unmounts a temporary share mountpoint (bounded: a hung one is detached lazily and its client
+   * ended), then removes the directory. Nobody else ever uses these mounts, so a busy one is detached
+   * too. The directory is touched only once the mount table no longer shows a mount there: a stat or
+   * rmdir of a hung mount would hang.
+   */
+  private async releaseShareRoot(mp: string): Promise<void> {
+    try {
+      await unmountAndWait(this.ctx.exec, this.ctx.mounts, mp);
+    } catch {
+      await forceDetach(this.ctx.exec, this.ctx.mounts, mp);
+    }
+    if (await this.ctx.mounts.at(mp)) throw new Error(`${mp} is still mounted`);
+    await rmdir(mp).catch(async (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return;
+      // Not empty: a client that exited mid-way let a mkdir land in the local directory (local: nothing is mounted there).
+      if (e.code === 'ENOTEMPTY') { await rm(mp, { recursive: true, force: true }); return; }
+      throw e;
+    });
+  }
+
+  /** Leftover temporary share mountpoints (a create or remove that crashed or could not clean up): never in use. */
+  async findOrphans(_known: ReadonlySet<string>, snap: HostSnapshot): Promise<Orphan[]> {
+    const tmp = this.tmpDir;
+    // readdir of the local tmp directory reads names only (no stat of a possibly hung mount below it).
+    const paths = new Set((await readdir(tmp).catch(() => [] as string[])).map((n) => within(tmp, n)));
+    for (const m of snap.mounts) if (m.mountpoint.startsWith(`${tmp}/`) && !m.mountpoint.slice(tmp.length + 1).includes('/')) paths.add(m.mountpoint);
+    const out: Orphan[] = [];
+    for (const path of [...paths].sort()) {
+      if (this.active.has(path)) continue;
+      const m = snap.mounts.find((x) => x.mountpoint === path);
+      out.push({
+        backend: this.name, kind: m ? 'mount' : 'directory', path, cleanable: true, autoClean: true,
+        detail: m
+          ? `temporary ${m.fstype} mount of the share (${m.source}) that a create or remove did not clean up; never in use`
+          : 'temporary share mountpoint that a create or remove did not clean up; nothing is mounted there',
       });
     }
+    return out;
+  }
+
+  async cleanOrphan(o: Orphan): Promise<void> {
+    const tmp = this.tmpDir;
+    if (o.backend !== this.name || !o.path.startsWith(`${tmp}/share-`) || o.path.slice(tmp.length + 1).includes('/')) {
+      throw new Error(`${o.path} is not a temporary share mountpoint of backend ${this.name}`);
+    }
+    if (this.active.has(o.path)) return;
+    await this.releaseShareRoot(o.path);
   }
 
   protected async mount(sub: string, mp: string, spec: Readonly<Record<string, unknown>>): Promise<void> {
@@ -108,46 +177,56 @@ export class RemoteDirBackend implements Backend, HealthChecker {
     if (!(await this.ctx.mounts.at(root))) throw new UnavailableError(`${this.fs.label}: the share's client exited while Ballast was using it; is the server up and reachable?`);
   }
 
+  /** A failed file operation through the share, as the sentence a user reads. */
+  private fsError(what: string, e: unknown): Error {
+    if (!(e instanceof FsChildError)) return e as Error;
+    return new UnavailableError(`${this.fs.label}: could not ${what} on the share: ${e.message}${e.timedOut ? '; is the server up and reachable?' : ''}`, { cause: e });
+  }
+
   async provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>> {
     const spec = this.specOf(vol);
     await this.withShareRoot(async (root) => {
       const path = within(root, spec.dir);
       // Only "no such file" means absent: any other error is the server's, not an answer.
-      const st = await stat(path).catch((e: NodeJS.ErrnoException) => {
-        if (e.code === 'ENOENT') return undefined;
-        throw new UnavailableError(`${this.fs.label}: could not look up ${spec.dir} on the share: ${e.message}`, { cause: e });
-      });
+      const st = await statChild(this.ctx.exec, path, this.fsTimeoutMs).catch((e) => { throw this.fsError(`look up ${spec.dir}`, e); });
       await this.assertMounted(root);
       if (spec.existing) {
-        if (!st?.isDirectory()) throw new InvalidArgumentError(`${this.fs.label}: existing=${spec.dir} is not a directory of the share`);
+        if (st?.kind !== 'directory') throw new InvalidArgumentError(`${this.fs.label}: existing=${spec.dir} is not a directory of the share`);
         return;
       }
       if (st && !pc?.resumed) {
         throw new ConflictError(`${this.fs.label}: a directory ${spec.dir} already exists on the share; to use it, create the volume with -o existing=${spec.dir} (Ballast then never deletes it)`);
       }
       if (!st) {
-        await mkdir(path, { mode: 0o755 });
+        await mkdirChild(this.ctx.exec, path, 0o755, this.fsTimeoutMs).catch((e) => { throw this.fsError(`make the directory ${spec.dir}`, e); });
         await this.assertMounted(root);
       }
     });
     return { dir: spec.dir, createdByBallast: !spec.existing };
   }
 
+  /**
+   * Unmounts (bounded), then deletes the directory Ballast made, through a fresh mount of the share.
+   * A share that cannot be mounted or does not answer fails the removal with UnavailableError and
+   * deletes nothing: Ballast never deletes what it cannot see, and a later Remove tries again.
+   */
   async deprovision(vol: VolumeRecord): Promise<void> {
     await this.unpublish(vol);
-    await rmdir(mountpointOf(vol)).catch(() => undefined);
+    const mp = mountpointOf(vol);
+    if (!(await this.ctx.mounts.at(mp))) await rmdir(mp).catch(() => undefined);
     const spec = this.specOf(vol);
     if (spec.existing) return; // adopted data is never deleted
     await this.withShareRoot(async (root) => {
-      await rm(within(root, spec.dir), { recursive: true, force: true });
+      await rmTreeChild(this.ctx.exec, within(root, spec.dir), RM_TIMEOUT_MS).catch((e) => { throw this.fsError(`delete the directory ${spec.dir} of volume ${vol.name}`, e); });
       await this.assertMounted(root);
     });
   }
 
   async publish(vol: VolumeRecord): Promise<void> {
     const mp = mountpointOf(vol);
-    await mkdir(mp, { recursive: true, mode: 0o755 });
+    // The mount table first: mkdir -p of a mounted path stats it, which hangs on a hung client.
     if (await this.ctx.mounts.at(mp)) return;
+    await mkdir(mp, { recursive: true, mode: 0o755 });
     await this.mount(this.specOf(vol).dir, mp, vol.spec);
   }
 

@@ -49,6 +49,11 @@ export interface Orphan {
   readonly detail: string;
   /** Safe to clean on `ballast repair` (a stray mount or loop device); data (images, dirs) never is. */
   readonly cleanable: boolean;
+  /**
+   * Never in use by anything (a temporary mount a create or remove left behind): the reconciler cleans it
+   * on every pass, not only on `ballast repair`, and reports the cleaning among the pass's repairs.
+   */
+  readonly autoClean?: boolean;
 }
 
 /** Optional ability: find and clean what a crash or a lost record left behind. */

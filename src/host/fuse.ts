@@ -1,20 +1,30 @@
 import { readdir, readFile } from 'node:fs/promises';
 import type { Exec } from './exec.js';
 import type { MountTable } from './mountinfo.js';
+import { execBounded } from './fs-child.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Runs a mount command (FUSE helpers daemonize and outlive the Ballast process that started them, so a
  * daemon restart does not unmount volumes in use), then waits until the kernel shows the mount: some
- * helpers (s3fs) exit 0 without mounting anything.
+ * helpers (s3fs) exit 0 without mounting anything. The caller makes sure nothing was mounted at
+ * mountpoint before. A mount that gives up (timed out, failed, nothing mounted) cleans what it started:
+ * a half-made mount is detached lazily and the client it started (whose command line names the
+ * mountpoint: a FUSE daemon, mount.glusterfs and its stat) is ended, so no dead mount or hung client
+ * is left behind.
  */
 export async function mountAndVerify(exec: Exec, mounts: MountTable, argv: readonly string[], mountpoint: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  await exec(argv, { timeoutMs });
-  while (!(await mounts.at(mountpoint))) {
-    if (Date.now() > deadline) throw new Error(`${argv[0]} exited but nothing is mounted at ${mountpoint}`);
-    await sleep(50);
+  try {
+    await execBounded(exec, argv, { timeoutMs });
+    while (!(await mounts.at(mountpoint))) {
+      if (Date.now() > deadline) throw new Error(`${argv[0]} exited but nothing is mounted at ${mountpoint}`);
+      await sleep(50);
+    }
+  } catch (e) {
+    await forceDetach(exec, mounts, mountpoint).catch(() => undefined);
+    throw e;
   }
 }
 
@@ -32,22 +42,107 @@ export async function processesMentioning(path: string): Promise<number[]> {
   return out;
 }
 
+/** How long each step of a bounded unmount may take (all of them together stay well within dockerd's 60 s). */
+export interface UnmountBounds {
+  /** A clean `umount` that takes longer than this counts as hung (a stopped client, a server away). */
+  readonly umountMs: number;
+  /** The lazy detach (`umount -l`), which does not wait for the client. */
+  readonly lazyMs: number;
+  /** How long the FUSE client may take to exit by itself after its mount is gone. */
+  readonly exitMs: number;
+}
+
+/** About 3 + 2 + 4 (+ 1.5 to kill) s at worst: an Unmount answers within ~11 s even with a hung client. */
+export const UNMOUNT_BOUNDS: UnmountBounds = { umountMs: 3_000, lazyMs: 2_000, exitMs: 4_000 };
+
 /**
- * Unmounts and waits (bounded) for the FUSE daemon to exit, so the remote side sees the client gone
- * (a lock released, an image closed) before the caller goes on. A dead FUSE mount ("Transport endpoint
- * is not connected") is detached lazily.
+ * umount(8) without path canonicalization (`-c`): canonicalizing stats the mountpoint, and a stat
+ * through a stopped FUSE client or a hard NFS mount whose server is away never returns (a plain
+ * `umount` of a stopped sshfs hangs; `umount -c` returns at once). Mountpoints here are canonical
+ * already (within()). The lazy form also skips the umount.<type> helpers (`-i`), which stat too.
  */
-export async function unmountAndWait(exec: Exec, mounts: MountTable, mountpoint: string, timeoutMs = 10_000): Promise<void> {
+async function umountArgv(exec: Exec, mountpoint: string, lazy: boolean, timeoutMs: number): Promise<void> {
+  await execBounded(exec, ['umount', ...(lazy ? ['-l', '-i'] : []), '-c', '--', mountpoint], { timeoutMs });
+}
+
+const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+
+/** Stopped (SIGSTOP, a debugger) or traced: it handles no signal but SIGKILL and no FUSE request. */
+async function stopped(pid: number): Promise<boolean> {
+  const st = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return /\) [Tt] /.test(st);
+}
+
+/**
+ * Ends the processes whose command line names the mountpoint (the FUSE client Ballast started for it,
+ * and a mount helper still waiting on it): SIGTERM, then SIGKILL after graceMs (which also ends a
+ * stopped process). Returns the PIDs it signalled.
+ */
+export async function endClients(mountpoint: string, graceMs = 1_000, signal: NodeJS.Signals = 'SIGTERM'): Promise<number[]> {
+  const pids = await processesMentioning(mountpoint);
+  if (pids.length === 0) return [];
+  const send = (sig: NodeJS.Signals) => { for (const p of pids) { try { process.kill(p, sig); } catch { /* gone */ } } };
+  if (signal !== 'SIGKILL' && (await Promise.all(pids.map(stopped))).every(Boolean)) signal = 'SIGKILL';
+  send(signal);
+  const deadline = Date.now() + (signal === 'SIGKILL' ? 0 : graceMs);
+  while (Date.now() < deadline && (await processesMentioning(mountpoint)).length > 0) await sleep(50);
+  if ((await processesMentioning(mountpoint)).length > 0) {
+    send('SIGKILL');
+    const end = Date.now() + 2_000;
+    while (Date.now() < end && pids.some(alive) && (await processesMentioning(mountpoint)).length > 0) await sleep(50);
+  }
+  return pids;
+}
+
+/**
+ * For a mount that is hung, dead or half made (a mount command that timed out): detach it lazily
+ * (the kernel drops it from the tree at once and frees it when its last user lets go), end its client,
+ * and detach again if the first detach did not get through. Never stats the mountpoint: only the
+ * mount table is read. Throws only when the mountpoint is still in the mount table at the end.
+ */
+export async function forceDetach(exec: Exec, mounts: MountTable, mountpoint: string, b: UnmountBounds = UNMOUNT_BOUNDS): Promise<void> {
+  let first: Error | undefined;
   if (await mounts.at(mountpoint)) {
-    try {
-      await exec(['umount', '--', mountpoint], { timeoutMs: 60_000 });
-    } catch (e) {
-      if (!/not connected|not mounted/i.test((e as Error).message)) throw e;
-      await exec(['umount', '-l', '--', mountpoint], { timeoutMs: 60_000 });
+    try { await umountArgv(exec, mountpoint, true, b.lazyMs); } catch (e) { first = e as Error; }
+  }
+  // A client whose mount is detached serves nothing; a hung one would never exit by itself.
+  await endClients(mountpoint, 200, 'SIGKILL');
+  if (await mounts.at(mountpoint)) {
+    try { await umountArgv(exec, mountpoint, true, b.lazyMs); } catch (e) {
+      if (!/not mounted/i.test((e as Error).message)) throw new Error(`could not detach ${mountpoint}: ${(e as Error).message}${first ? ` (first try: ${first.message})` : ''}`, { cause: e });
     }
   }
-  const deadline = Date.now() + timeoutMs;
-  while ((await processesMentioning(mountpoint)).length > 0 && Date.now() < deadline) await sleep(100);
+}
+
+/**
+ * Unmounts and waits (bounded) for the FUSE client to exit, so the remote side sees the client gone
+ * (a lock released, an image closed) before the caller goes on. Bounded as a whole (UNMOUNT_BOUNDS):
+ * a `umount` that does not return in time (a stopped client, a server away), or a dead mount
+ * ("Transport endpoint is not connected"), is detached lazily and its client ended; a client that
+ * does not exit within `exitMs` after its mount is gone is ended too. "Target is busy" still throws:
+ * something on this host uses the mount.
+ */
+export async function unmountAndWait(exec: Exec, mounts: MountTable, mountpoint: string, b: UnmountBounds = UNMOUNT_BOUNDS): Promise<void> {
+  if (await mounts.at(mountpoint)) {
+    let hung = false;
+    try {
+      await umountArgv(exec, mountpoint, false, b.umountMs);
+    } catch (e) {
+      const m = (e as Error).message;
+      if (/timed out/.test(m) || /not connected/i.test(m)) hung = true;
+      else if (!/not mounted/i.test(m)) throw e;
+    }
+    if (hung) { await forceDetach(exec, mounts, mountpoint, b); return; }
+  }
+  const deadline = Date.now() + b.exitMs;
+  for (;;) {
+    const left = await processesMentioning(mountpoint);
+    if (left.length === 0 || Date.now() >= deadline) break;
+    if ((await Promise.all(left.map(stopped))).every(Boolean)) break; // a stopped client never exits by itself
+    await sleep(100);
+  }
+  // Still there with nothing mounted: stopped or hung; it serves nothing and would never exit.
+  if (!(await mounts.at(mountpoint))) await endClients(mountpoint);
 }
 
 /**
@@ -61,7 +156,7 @@ export async function unmountAndWait(exec: Exec, mounts: MountTable, mountpoint:
  */
 export async function serverAnswers(exec: Exec, mountpoint: string, timeoutMs: number): Promise<{ ok: boolean; reason?: string }> {
   try {
-    const r = await exec(['stat', '-c', '%i', '--', `${mountpoint}/.ballast-probe`], { timeoutMs, okCodes: [0, 1] });
+    const r = await execBounded(exec, ['stat', '-c', '%i', '--', `${mountpoint}/.ballast-probe`], { timeoutMs, okCodes: [0, 1] });
     if (r.code === 0 || /No such file or directory/.test(r.stderr)) return { ok: true };
     return { ok: false, reason: r.stderr.trim().replace(/^stat: /, '') };
   } catch (e) {
@@ -72,7 +167,7 @@ export async function serverAnswers(exec: Exec, mountpoint: string, timeoutMs: n
 /** "Transport endpoint is not connected" and hung mounts: a stat in a child process with a timeout. */
 export async function mountAlive(exec: Exec, mountpoint: string, timeoutMs = 5_000): Promise<{ alive: boolean; reason?: string }> {
   try {
-    await exec(['stat', '-c', '%i', '--', mountpoint], { timeoutMs });
+    await execBounded(exec, ['stat', '-c', '%i', '--', mountpoint], { timeoutMs });
     return { alive: true };
   } catch (e) {
     return { alive: false, reason: (e as Error).message };

@@ -181,14 +181,15 @@ export class Reconciler {
       }
     }
 
-    // 4. What no record accounts for: reported; stray mounts and loop devices cleaned on repair only.
+    // 4. What no record accounts for: reported; stray mounts and loop devices cleaned on repair only,
+    // leftovers that are never in use (autoClean: a backend's temporary share mounts) on every pass.
     const known = new Set((await this.d.store.listSummaries()).map((s) => s.name));
     const orphans: Orphan[] = [];
     const snap = await this.snapshot();
     for (const b of this.d.backends.all()) {
       if (!canFindOrphans(b)) continue;
       for (const o of await b.findOrphans(known, snap).catch(() => [] as Orphan[])) {
-        if (opts.repair && o.cleanable) {
+        if (o.cleanable && (opts.repair || o.autoClean)) {
           try {
             await b.cleanOrphan(o);
             repairs.push({ kind: 'orphan-cleaned', volume: '', detail: `${o.kind} ${o.path}: ${o.detail}` });

@@ -81,7 +81,8 @@ export class CephfsBackend implements Backend, HealthChecker {
 
   async deprovision(vol: VolumeRecord): Promise<void> {
     await this.unpublish(vol);
-    await rmdir(mountpointOf(vol)).catch(() => undefined);
+    // A local directory once nothing is mounted there (an rmdir of a hung mount would hang).
+    if (!(await this.ctx.mounts.at(mountpointOf(vol)))) await rmdir(mountpointOf(vol)).catch(() => undefined);
     if ((vol.spec as unknown as CephfsSpec).existing) return;
     const r = await this.ceph.run('ceph', ['fs', 'subvolume', 'rm', this.fs, this.subvolumeOf(vol), ...this.groupArgs()], [0, 2]);
     if (r.code === 2) this.ctx.log.warn({ volume: vol.name }, 'subvolume was already gone');
@@ -100,6 +101,10 @@ export class CephfsBackend implements Backend, HealthChecker {
     }
   }
 
+  /**
+   * Bounded (UNMOUNT_BOUNDS, ~11 s at worst): a ceph-fuse that is hung or fenced is detached lazily and
+   * ended, never stat'ed (a stat of a fenced ceph-fuse mount hangs).
+   */
   async unpublish(vol: VolumeRecord): Promise<void> {
     await unmountAndWait(this.ctx.exec, this.ctx.mounts, mountpointOf(vol));
   }

@@ -6,8 +6,9 @@ import { checkOptionKeys } from '../options.js';
 import { ConfigReader } from '../config-values.js';
 import { formatSize, parseSize } from '../../core/validate.js';
 import { within } from '../../host/paths.js';
-import { mountAlive, mountAndVerify, unmountAndWait } from '../../host/fuse.js';
-import { FSTYPES, MIN_SIZE, type FsType, makeFilesystem, mountImage, probeSignature, unmount } from '../../host/blockdev.js';
+import { forceDetach, mountAlive, mountAndVerify, unmountAndWait } from '../../host/fuse.js';
+import { execBounded } from '../../host/fs-child.js';
+import { FSTYPES, MIN_SIZE, type FsType, makeFilesystem, mountImage, probeSignature } from '../../host/blockdev.js';
 import { MOUNT_OPTION_ALLOWLIST, parseFsMountOptions } from '../block/index.js';
 import { CephClient, CEPH_CONFIG_KEYS } from '../ceph/client.js';
 
@@ -29,6 +30,9 @@ interface RbdLock { id: string; locker: string; address: string }
  * second host is refused read-write and told which node holds it. (Expiry and fencing of a dead
  * node's lock belong to cluster mode.)
  */
+/** How long the filesystem's own umount may take (it flushes through rbd-fuse) before rbd-fuse counts as hung. */
+const FS_UMOUNT_MS = 8_000;
+
 export class RbdBackend implements Backend, HealthChecker {
   readonly type = 'rbd';
   readonly shareable = false;
@@ -90,8 +94,8 @@ export class RbdBackend implements Backend, HealthChecker {
     return within(dir, this.imageOf(vol));
   }
 
+  /** Bounded (UNMOUNT_BOUNDS): a dead or hung rbd-fuse is detached lazily and ended, never stat'ed. */
   private async detach(vol: VolumeRecord): Promise<void> {
-    await this.detachIfDead(this.fuseDirOf(vol));
     await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol));
   }
 
@@ -107,7 +111,7 @@ export class RbdBackend implements Backend, HealthChecker {
     const h = await mountAlive(this.ctx.exec, dir);
     if (h.alive || !/not connected/i.test(h.reason ?? '')) return;
     this.ctx.log.warn({ mountpoint: dir, reason: h.reason }, 'rbd-fuse is gone; detaching its dead mount lazily');
-    await this.ctx.exec(['umount', '-l', '--', dir], { timeoutMs: 60_000 });
+    await forceDetach(this.ctx.exec, this.ctx.mounts, dir);
   }
 
   async provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>> {
@@ -139,8 +143,8 @@ export class RbdBackend implements Backend, HealthChecker {
 
   async deprovision(vol: VolumeRecord): Promise<void> {
     await this.unpublish(vol);
-    await rmdir(mountpointOf(vol)).catch(() => undefined);
-    await rmdir(this.fuseDirOf(vol)).catch(() => undefined);
+    // Local directories, once nothing is mounted there (an rmdir of a hung mount would hang).
+    for (const d of [mountpointOf(vol), this.fuseDirOf(vol)]) if (!(await this.ctx.mounts.at(d))) await rmdir(d).catch(() => undefined);
     if (this.spec(vol).existing) return;
     const r = await this.ceph.run('rbd', ['rm', '--no-progress', `${this.pool}/${this.imageOf(vol)}`], [0, 2]);
     if (r.code === 2) this.ctx.log.warn({ volume: vol.name }, 'rbd image was already gone');
@@ -191,17 +195,31 @@ export class RbdBackend implements Backend, HealthChecker {
     }
   }
 
+  /**
+   * Bounded, so an Unmount answers within dockerd's limits: the filesystem's umount may take
+   * FS_UMOUNT_MS (it flushes through rbd-fuse). One that does not return by then means rbd-fuse is hung
+   * (stopped, or its cluster away): the filesystem is detached lazily and rbd-fuse ended, which drops
+   * the writes it could not pass on anyway, so the lock can go and the volume can be removed.
+   */
   async unpublish(vol: VolumeRecord): Promise<void> {
     const mp = mountpointOf(vol);
-    const cur = await this.ctx.mounts.at(mp);
-    if (cur) {
-      try { await unmount(this.ctx.exec, mp); } catch (e) {
+    let hung = false;
+    if (await this.ctx.mounts.at(mp)) {
+      // -c: no canonicalization, which stats the mountpoint and hangs on a hung client.
+      try { await execBounded(this.ctx.exec, ['umount', '-c', '--', mp], { timeoutMs: FS_UMOUNT_MS }); } catch (e) {
+        const m = (e as Error).message;
+        hung = /timed out/.test(m);
         // The filesystem of a dead rbd-fuse client cannot be unmounted cleanly; detach it lazily.
-        if (!/not connected|Input\/output error/i.test((e as Error).message)) throw e;
-        await this.ctx.exec(['umount', '-l', '--', mp], { timeoutMs: 60_000 });
+        if (!hung && !/not connected|Input\/output error|not mounted/i.test(m)) throw e;
+        if (!/not mounted/i.test(m)) await forceDetach(this.ctx.exec, this.ctx.mounts, mp);
       }
     }
-    await this.detach(vol);
+    if (hung) {
+      this.ctx.log.warn({ volume: vol.name, mountpoint: mp }, `the filesystem did not unmount within ${FS_UMOUNT_MS} ms: rbd-fuse is hung; detached lazily, ending rbd-fuse`);
+      await forceDetach(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol));
+    } else {
+      await this.detach(vol);
+    }
     await this.unlock(vol);
   }
 

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import pino from 'pino';
@@ -21,6 +21,10 @@ function host(bucketDirs: string[]) {
       mounted.set(argv[2], 'fuse.s3fs');
       for (const d of bucketDirs) mkdirSync(join(argv[2], d), { recursive: true });
       return { code: 0, stdout: '', stderr: '' };
+    }
+    if (argv[0] === 'stat' && argv[2] === '%F') {
+      // The look-up of the volume's directory through the (fake) mount: the local directory answers.
+      try { return { code: 0, stdout: statSync(argv[argv.length - 1]).isDirectory() ? 'directory\n' : 'regular file\n', stderr: '' }; } catch { return { code: 1, stdout: '', stderr: 'No such file or directory' }; }
     }
     if (argv[0] === 'stat') return { code: 1, stdout: '', stderr: 'No such file or directory' };
     if (argv[0] === 'mount') { mounted.set(argv[3], 'bind'); return { code: 0, stdout: '', stderr: '' }; }
@@ -43,15 +47,15 @@ test('s3: s3fs mounts the parent of the volume\'s directory and the volume is a 
   const h = host(['v1', 'db']);
   try {
     await h.b.publish(vol(h.b, 'v1', { existing: false }));
-    assert.deepEqual(h.calls.map((c) => c.slice(0, 3)), [['s3fs', 'b1:/docker', h.fuse('v1')], ['stat', '-c', '%i'], ['mount', '--bind', join(h.fuse('v1'), 'v1')]]);
-    assert.equal(h.calls[2][3], h.b.place('v1').mountpoint);
+    assert.deepEqual(h.calls.map((c) => c.slice(0, 3)), [['s3fs', 'b1:/docker', h.fuse('v1')], ['stat', '-c', '%i'], ['stat', '-c', '%F'], ['mount', '--bind', join(h.fuse('v1'), 'v1')]]);
+    assert.equal(h.calls[3][3], h.b.place('v1').mountpoint);
     h.calls.length = 0;
     await h.b.publish(vol(h.b, 'v1', { existing: false }));
     assert.equal(h.calls.length, 0, 'already published');
     // A nested existing= directory: s3fs on its parent, the bind on the leaf.
     await h.b.publish(vol(h.b, 'v2', { dir: 'team/db', existing: true }));
-    assert.deepEqual(h.calls.map((c) => c.slice(0, 2)), [['s3fs', 'b1:/docker/team'], ['stat', '-c'], ['mount', '--bind']]);
-    assert.equal(h.calls[2][2], join(h.fuse('v2'), 'db'));
+    assert.deepEqual(h.calls.map((c) => c.slice(0, 2)), [['s3fs', 'b1:/docker/team'], ['stat', '-c'], ['stat', '-c'], ['mount', '--bind']]);
+    assert.equal(h.calls[3][2], join(h.fuse('v2'), 'db'));
     h.calls.length = 0;
     await h.b.unpublish(vol(h.b, 'v2', { dir: 'team/db', existing: true }));
     assert.deepEqual(h.calls.map((c) => c.at(-1)), [h.b.place('v2').mountpoint, h.fuse('v2')], 'the bind first, then s3fs');

@@ -1,4 +1,4 @@
-import { mkdir, rmdir, stat } from 'node:fs/promises';
+import { mkdir, rmdir } from 'node:fs/promises';
 import { detailPath, mountpointOf, type BackendContext, type BackendFactory, type Placement } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { UnavailableError } from '../../core/errors.js';
@@ -6,6 +6,7 @@ import { RemoteDirBackend, parseSubpath, type RemoteFs } from '../remote-dir.js'
 import { ConfigReader } from '../config-values.js';
 import { within } from '../../host/paths.js';
 import { mountAlive, processesMentioning, unmountAndWait } from '../../host/fuse.js';
+import { execBounded, statChild } from '../../host/fs-child.js';
 
 /**
  * S3 through s3fs: each volume is a prefix ("directory") of a bucket, or of a prefix of one. The
@@ -63,10 +64,11 @@ export class S3Backend extends RemoteDirBackend {
 
   override async publish(vol: VolumeRecord): Promise<void> {
     const mp = mountpointOf(vol);
-    await mkdir(mp, { recursive: true, mode: 0o755 });
+    // The mount table first: mkdir -p of a mounted path stats it, which hangs on a hung client.
     if (await this.ctx.mounts.at(mp)) return;
+    await mkdir(mp, { recursive: true, mode: 0o755 });
     const fuse = this.fuseDirOf(vol);
-    await mkdir(fuse, { recursive: true, mode: 0o700 });
+    if (!(await this.ctx.mounts.at(fuse))) await mkdir(fuse, { recursive: true, mode: 0o700 });
     const { dir, parent, leaf } = this.split(vol);
     if (await this.ctx.mounts.at(fuse)) {
       // Left from before (a crash between the two mounts): reuse it unless its client is gone.
@@ -76,12 +78,12 @@ export class S3Backend extends RemoteDirBackend {
     if (!(await this.ctx.mounts.at(fuse))) await this.mount(parent, fuse, vol.spec);
     try {
       const src = within(fuse, leaf);
-      const st = await stat(src).catch((e: NodeJS.ErrnoException) => {
-        if (e.code === 'ENOENT') return undefined;
+      // Through the mount, so in a child with a timeout (src/host/fs-child.ts).
+      const st = await statChild(this.ctx.exec, src, Math.max(5_000, this.fs.mountTimeoutMs)).catch((e: Error) => {
         throw new UnavailableError(`${this.fs.label}: could not look up ${dir} on the share: ${e.message}`, { cause: e });
       });
-      if (!st?.isDirectory()) throw new UnavailableError(`${this.fs.label}: the directory ${dir} of volume ${vol.name} is missing from the bucket`);
-      await this.ctx.exec(['mount', '--bind', src, mp], { timeoutMs: 30_000 });
+      if (st?.kind !== 'directory') throw new UnavailableError(`${this.fs.label}: the directory ${dir} of volume ${vol.name} is missing from the bucket`);
+      await execBounded(this.ctx.exec, ['mount', '--bind', src, mp], { timeoutMs: 30_000 });
     } catch (e) {
       await unmountAndWait(this.ctx.exec, this.ctx.mounts, fuse).catch(() => undefined);
       throw e;
@@ -95,7 +97,7 @@ export class S3Backend extends RemoteDirBackend {
 
   override async deprovision(vol: VolumeRecord): Promise<void> {
     await super.deprovision(vol);
-    await rmdir(this.fuseDirOf(vol)).catch(() => undefined);
+    if (!(await this.ctx.mounts.at(this.fuseDirOf(vol)))) await rmdir(this.fuseDirOf(vol)).catch(() => undefined);
   }
 
   /** Dead when the volume's path no longer answers and no s3fs serves it any more (SIGKILL, crash). */

@@ -5,8 +5,8 @@
  * - mounts under a root, in /proc/self/mountinfo and in the mount namespace of each daemon that has
  *   its own (/proc/<pid>/mountinfo, read while that daemon is still alive);
  * - loop devices backed by a file under a root (`losetup -J -l`);
- * - FUSE client processes (sshfs, glusterfs, ceph-fuse, rbd-fuse, s3fs) whose command line names a
- *   path under a root.
+ * - FUSE client processes (sshfs and its ssh, glusterfs, ceph-fuse, rbd-fuse, s3fs) whose command
+ *   line names a path under a root.
  * Whatever it finds it cleans (so the machine stays usable), and then it throws, so node:test
  * reports the after hook as failed: a leftover is a leak, not a note.
  */

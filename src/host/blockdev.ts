@@ -1,7 +1,8 @@
 import type { Exec } from './exec.js';
+import { InternalError } from '../core/errors.js';
 
 /** Timeouts for host tools, in ms. mkfs of a large sparse image is quick; mount may wait on a journal replay. */
-export const TIMEOUTS = { probe: 15_000, mkfs: 120_000, mount: 90_000, umount: 60_000, losetup: 15_000 } as const;
+export const TIMEOUTS = { probe: 15_000, mkfs: 120_000, mount: 90_000, umount: 60_000, losetup: 15_000, fallocate: 120_000, freeze: 60_000 } as const;
 
 export interface Signature { readonly type?: string; readonly usage?: string; readonly ptType?: string }
 
@@ -76,4 +77,29 @@ export async function mountImage(exec: Exec, image: string, fstype: FsType, moun
 
 export async function unmount(exec: Exec, mountpoint: string): Promise<void> {
   await exec(['umount', '--', mountpoint], { timeoutMs: TIMEOUTS.umount });
+}
+
+/**
+ * Allocates `size` bytes of `file` for real (fallocate(2) mode 0 through util-linux `fallocate`): instant
+ * on ext4, xfs, btrfs and tmpfs, which record the extents as unwritten without writing zeros. Existing
+ * data is never touched. `keepSize` allocates without changing the file's length (an adopted image).
+ * Fails with the tool's stderr (ENOSPC: "No space left on device"; EOPNOTSUPP on filesystems without it).
+ */
+export async function allocateFile(exec: Exec, file: string, size: number, keepSize = false): Promise<void> {
+  await exec(['fallocate', ...(keepSize ? ['-n'] : []), '-l', String(size), '--', file], { timeoutMs: TIMEOUTS.fallocate });
+}
+
+/**
+ * Freezes the filesystem mounted at `mountpoint` (FIFREEZE through util-linux `fsfreeze -f`): the kernel
+ * first writes out its dirty data, then every writer blocks until the thaw. Already frozen (EBUSY) is success.
+ */
+export async function freezeFs(exec: Exec, mountpoint: string): Promise<void> {
+  const r = await exec(['fsfreeze', '-f', '--', mountpoint], { timeoutMs: TIMEOUTS.freeze, okCodes: [0, 1] });
+  if (r.code !== 0 && !/busy/i.test(r.stderr)) throw new InternalError(`fsfreeze -f ${mountpoint} failed: ${r.stderr.trim()}`);
+}
+
+/** Thaws a frozen filesystem (FITHAW, `fsfreeze -u`). Not frozen (EINVAL) is success. */
+export async function thawFs(exec: Exec, mountpoint: string): Promise<void> {
+  const r = await exec(['fsfreeze', '-u', '--', mountpoint], { timeoutMs: TIMEOUTS.freeze, okCodes: [0, 1] });
+  if (r.code !== 0 && !/invalid argument/i.test(r.stderr)) throw new InternalError(`fsfreeze -u ${mountpoint} failed: ${r.stderr.trim()}`);
 }

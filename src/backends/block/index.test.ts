@@ -1,10 +1,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync, existsSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, existsSync, readFileSync, statSync, statfsSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import pino from 'pino';
-import { BlockBackend } from './index.js';
+import { BlockBackend, provisioningOf } from './index.js';
+import type { SpaceGate } from '../types.js';
 import type { Exec, ExecResult } from '../../host/exec.js';
 import { ExecError } from '../../host/exec.js';
 import type { MountTable, MountEntry } from '../../host/mountinfo.js';
@@ -14,7 +15,7 @@ const dir = mkdtempSync(join(tmpdir(), 'ballast-block-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Fake host: blkid answers from a map of path -> TYPE; every argv is recorded. */
-function fakeHost(types: Record<string, string | undefined> = {}) {
+function fakeHost(types: Record<string, string | undefined> = {}, opts: { enospc?: boolean } = {}) {
   const calls: string[][] = [];
   const mounted: MountEntry[] = [];
   const exec: Exec = async (argv) => {
@@ -34,6 +35,12 @@ function fakeHost(types: Record<string, string | undefined> = {}) {
         return ok();
       case 'umount': mounted.splice(mounted.findIndex((m) => m.mountpoint === argv[argv.length - 1]), 1); return ok();
       case 'losetup': return ok('');
+      case 'fsfreeze': return ok();
+      case 'fallocate': {
+        if (opts.enospc) return Promise.reject(new ExecError(argv, { code: 1, stdout: '', stderr: 'fallocate: fallocate failed: No space left on device' }, 'exit code 1'));
+        if (!argv.includes('-n')) truncateSync(argv[argv.length - 1], Number(argv[argv.indexOf('-l') + 1]));
+        return ok();
+      }
       default: throw new ExecError(argv, undefined, 'unexpected command');
     }
   };
@@ -41,8 +48,8 @@ function fakeHost(types: Record<string, string | undefined> = {}) {
   return { exec, mounts, calls, types, mounted };
 }
 
-function backend(h: ReturnType<typeof fakeHost>, sub: string) {
-  return new BlockBackend('block', {}, { root: join(dir, sub), exec: h.exec, mounts: h.mounts, log: pino({ level: 'silent' }) });
+function backend(h: ReturnType<typeof fakeHost>, sub: string, config: Record<string, unknown> = {}) {
+  return new BlockBackend('block', config, { root: join(dir, sub), exec: h.exec, mounts: h.mounts, log: pino({ level: 'silent' }) });
 }
 function vol(b: BlockBackend, name: string, opts: Record<string, string>): VolumeRecord {
   return { name, backend: 'block', spec: b.parseOptions(opts), mountpoint: b.place(name).mountpoint, createdAt: '', state: 'creating', details: { ...b.place(name).details } };
@@ -58,7 +65,95 @@ test('options: size is required, fstype and mount options are checked', () => {
   for (const bad of ['suid', 'dev', 'loop=/dev/loop1', 'context=x', 'rw,exec', 'x-mount.mkdir']) {
     assert.throws(() => b.parseOptions({ size: '1G', mountopts: bad }), /is not allowed/, bad);
   }
-  assert.throws(() => b.parseOptions({ size: '1G', uid: '0' }), /unknown option "uid" for backend block; accepted options: backend, size, fstype, mountopts/);
+  assert.throws(() => b.parseOptions({ size: '1G', uid: '0' }), /unknown option "uid" for backend block; accepted options: backend, size, fstype, mountopts, provisioning/);
+});
+
+test('provisioning: thick by default (absent from the spec), thin on request; discard only with thin', () => {
+  const b = backend(fakeHost(), 'prov');
+  assert.deepEqual(b.parseOptions({ size: '1G', provisioning: 'thin' }), { size: 1024 ** 3, fstype: 'ext4', mountopts: [], provisioning: 'thin' });
+  assert.deepEqual(b.parseOptions({ size: '1G', provisioning: 'thick' }), { size: 1024 ** 3, fstype: 'ext4', mountopts: [], provisioning: 'thick' });
+  assert.throws(() => b.parseOptions({ size: '1G', provisioning: 'lazy' }), /provisioning "lazy" is not supported; choose thick or thin/);
+  assert.throws(() => b.parseOptions({ size: '1G', mountopts: 'discard' }), /discard punches holes .* use -o provisioning=thin/);
+  assert.deepEqual(b.parseOptions({ size: '1G', mountopts: 'discard', provisioning: 'thin' }).mountopts, ['discard']);
+  // A record from before provisioning existed: the same options still parse to the same spec (an
+  // idempotent re-create compares equal), and it reads as thin (its image is sparse).
+  const legacy: VolumeRecord = { name: 'old', backend: 'block', spec: { size: 1024 ** 3, fstype: 'ext4', mountopts: [] }, mountpoint: '/x/old', createdAt: '', state: 'ready', details: { image: '/x/old.img', formatted: true } };
+  assert.deepEqual(b.parseOptions({ size: '1G' }), legacy.spec);
+  assert.equal(provisioningOf(legacy), 'thin');
+  assert.equal(provisioningOf({ ...legacy, details: { ...legacy.details, provisioning: 'thick' } }), 'thick');
+  assert.equal(provisioningOf({ ...legacy, state: 'creating', details: {} }), 'thick', 'being created by this version');
+  assert.throws(() => backend(fakeHost(), 'prov2', { thinOvercommitRatio: 0 }), /thinOvercommitRatio must be a number above 0/);
+});
+
+test('thick provision allocates the whole image with fallocate; thin stays sparse', async () => {
+  const h = fakeHost();
+  const b = backend(h, 'thick');
+  const v = vol(b, 'db', { size: '64M' });
+  const d = await b.provision(v);
+  assert.equal(d.provisioning, 'thick');
+  const fa = h.calls.filter((c) => c[0] === 'fallocate');
+  assert.deepEqual(fa, [['fallocate', '-l', String(64 * 1024 ** 2), '--', d.image]]);
+  const t = vol(b, 'tv', { size: '64M', provisioning: 'thin' });
+  const dt = await b.provision(t);
+  assert.equal(dt.provisioning, 'thin');
+  assert.equal(h.calls.filter((c) => c[0] === 'fallocate').length, 1, 'no fallocate for thin');
+  assert.ok(statSync(dt.image as string).blocks * 512 < 1024 * 1024, 'sparse');
+  const st = b.status({ ...t, details: { ...t.details, ...dt }, state: 'ready' });
+  assert.equal(st.provisioning, 'thin');
+  assert.equal(typeof st.allocatedBytes, 'number');
+  assert.equal(st.usedBytes, undefined, 'not mounted: no used bytes');
+});
+
+test('a thick create that finds no space removes only its own image and gives the figures', async () => {
+  const h = fakeHost({}, { enospc: true });
+  const b = backend(h, 'nospc');
+  const v = vol(b, 'big', { size: '80M' });
+  await assert.rejects(b.provision(v), (e: Error & { code?: string }) => e.code === 'ResourceExhausted' && /volume big needs 80\.0MiB on the filesystem of .* but only .* is free now .*nothing was left behind/.test(e.message));
+  assert.ok(!existsSync(v.details.image as string), 'the image it made is gone');
+  assert.ok(!h.calls.some((c) => c[0].startsWith('mkfs')));
+});
+
+test('thin creates are accounted against free space times the overcommit ratio', async () => {
+  const h = fakeHost();
+  const probe = backend(h, 'acct');
+  await probe.provision(vol(probe, 'seed', { size: '8M', provisioning: 'thin' })); // makes the image dir
+  const s = statfsSync(join(dir, 'acct'));
+  const free = s.bavail * s.bsize;
+  const b = backend(h, 'acct', { thinOvercommitRatio: (150 * 1024 ** 2) / free }); // about 150 MiB may be promised
+  const one = vol(b, 'one', { size: '100M', provisioning: 'thin' });
+  await b.checkCreate(one.spec, []);
+  const d = await b.provision(one);
+  const others = [{ ...one, state: 'ready' as const, details: { ...one.details, ...d } }];
+  await assert.rejects(b.checkCreate(b.parseOptions({ size: '100M', provisioning: 'thin' }), others),
+    (e: Error & { code?: string }) => e.code === 'ResourceExhausted' && /a thin block volume of 100\.0MiB would overcommit .*1 thin volume there is promised 100\.0MiB more than it uses; with this one that is 200\.0MiB, more than the .* free there times the overcommit ratio/.test(e.message), 'refused with the figures');
+  await b.checkCreate(b.parseOptions({ size: '40M', provisioning: 'thin' }), others);
+  // A thick create may not eat the space promised to thin volumes either.
+  const half = Math.floor(free / 2 / 1024 ** 2) * 1024 ** 2; // fits, but leaves less than the thin promise allows
+  await assert.rejects(b.checkCreate({ size: half, fstype: 'ext4', mountopts: [] }, others), /thick block volume .* would leave .* free .*1 thin volume there is promised 100\.0MiB/);
+});
+
+test('thin volumes: mounts refused while the gate says critical; unmount thaws first', async () => {
+  const h = fakeHost();
+  const b = backend(h, 'gate');
+  let refuse: string | undefined = 'host filesystem is below the critical level';
+  const seen: string[] = [];
+  const gate: SpaceGate = { refuseMount: () => refuse, isFrozen: () => false, note: () => undefined, published: (v) => seen.push(`+${v.name}`), unpublished: (v) => seen.push(`-${v.name}`) };
+  b.setSpaceGate(gate);
+  const t = vol(b, 'tv', { size: '64M', provisioning: 'thin' });
+  const tv = { ...t, details: { ...t.details, ...(await b.provision(t)) }, state: 'ready' as const };
+  await assert.rejects(b.publish(tv), (e: Error & { code?: string }) => e.code === 'ResourceExhausted' && /critical/.test(e.message));
+  assert.ok(!h.calls.some((c) => c[0] === 'mount'));
+  refuse = undefined;
+  await b.publish(tv);
+  await b.unpublish(tv);
+  const i = h.calls.findIndex((c) => c[0] === 'fsfreeze');
+  assert.deepEqual(h.calls[i].slice(0, 2), ['fsfreeze', '-u']);
+  assert.ok(i < h.calls.findIndex((c) => c[0] === 'umount'), 'thawed before the unmount');
+  assert.deepEqual(seen, ['+tv', '-tv']);
+  // Thick volumes never ask the gate.
+  const k = vol(b, 'kv', { size: '8M' });
+  refuse = 'no';
+  await b.publish({ ...k, details: { ...k.details, ...(await b.provision(k)) }, state: 'ready' });
 });
 
 test('provision makes a sparse image and formats it once, without a force flag', async () => {

@@ -1,15 +1,17 @@
+import { statSync, statfsSync } from 'node:fs';
 import { mkdir, open, readdir, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
-import { detailPath, mountpointOf, probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement } from '../types.js';
+import { detailPath, mountpointOf, probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type SpaceGate, type ThinSpace } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
-import { InternalError, InvalidArgumentError } from '../../core/errors.js';
+import { FailedPreconditionError, InternalError, InvalidArgumentError, ResourceExhaustedError } from '../../core/errors.js';
 import { formatSize, parseSize } from '../../core/validate.js';
 import { checkOptionKeys } from '../options.js';
 import { parseMountOptions } from '../config-values.js';
 import { within } from '../../host/paths.js';
 import {
-  FSTYPES, MIN_SIZE, type FsType, detachLoop, loopDevicesOf, makeFilesystem, mountImage, probeSignature, unmount,
+  FSTYPES, MIN_SIZE, type FsType, allocateFile, detachLoop, freezeFs, loopDevicesOf, makeFilesystem, mountImage, probeSignature, thawFs, unmount,
 } from '../../host/blockdev.js';
+import { ExecError } from '../../host/exec.js';
 
 /** Mount options a user may ask for; anything else (suid, dev, context=, loop=...) is refused. */
 export const MOUNT_OPTION_ALLOWLIST = [
@@ -27,22 +29,58 @@ const OPTIONS: readonly OptionDoc[] = [
   { name: 'size', help: 'size of the volume, required (e.g. 512M, 10G, 10GiB; binary units)' },
   { name: 'fstype', help: `filesystem: ${FSTYPES.join(', ')} (default ext4)` },
   { name: 'mountopts', help: `comma-separated mount options from: ${MOUNT_OPTION_ALLOWLIST.join(', ')}` },
+  { name: 'provisioning', help: 'thick (default: the image is fully allocated at create, so a full host never fails a write inside it) or thin (a sparse image: accounted against the free space and watched)' },
 ];
 
-interface BlockSpec { size: number; fstype: FsType; mountopts: string[] }
+export const PROVISIONING = ['thick', 'thin'] as const;
+export type Provisioning = (typeof PROVISIONING)[number];
 
 /**
- * A sparse image file per volume, formatted only when `blkid -p` finds no signature, mounted once per
- * host through an autoclear loop device. Not shareable across hosts (one kernel owns the filesystem);
- * containers on this host share the one mount.
+ * The normalized spec. `provisioning` is there only when the user named it: a spec without it means "the
+ * default of the version that created the volume", which the record's details say (`details.provisioning`,
+ * written by provision). Records made before provisioning existed have neither and are sparse (thin), and
+ * because their spec has no new key, an idempotent re-create with the same options still compares equal.
  */
-export class BlockBackend implements Backend, OrphanFinder {
+interface BlockSpec { size: number; fstype: FsType; mountopts: string[]; provisioning?: Provisioning }
+
+/** How a volume's image is provisioned, from its record. */
+export function provisioningOf(vol: VolumeRecord): Provisioning {
+  const p = (vol.spec as Partial<BlockSpec>).provisioning;
+  if (p === 'thick' || p === 'thin') return p;
+  const d = vol.details.provisioning;
+  if (d === 'thick' || d === 'thin') return d;
+  // No key anywhere: a record from before provisioning existed (a sparse image), unless this version is
+  // creating it right now (provision, also when resumed after a crash, makes it thick and records that).
+  return vol.state === 'creating' ? 'thick' : 'thin';
+}
+
+/** Bytes for a sentence: "89.2MiB". */
+export function human(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = bytes; let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${i === 0 ? v : v.toFixed(1)}${units[i]}`;
+}
+
+/**
+ * An image file per volume, formatted only when `blkid -p` finds no signature, mounted once per host
+ * through an autoclear loop device. Not shareable across hosts (one kernel owns the filesystem);
+ * containers on this host share the one mount.
+ *
+ * Thick (default): the image is allocated in full at create (fallocate), so once create succeeded a full
+ * host filesystem cannot fail a write inside the volume. Thin: a sparse image; creates are accounted
+ * (the sizes promised to thin images minus what they use may not exceed the free space times
+ * `thinOvercommitRatio`), and the space watcher freezes mounted thin volumes before the host is full.
+ */
+export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
   readonly type = 'block';
   readonly shareable = false;
   readonly optionDocs = OPTIONS;
   private readonly imageDir: string;
   private readonly mountDir: string;
   private readonly defaultFstype: FsType;
+  private readonly overcommit: number;
+  private gate: SpaceGate | undefined;
 
   constructor(readonly name: string, config: Readonly<Record<string, unknown>>, private readonly ctx: BackendContext) {
     for (const k of ['imageDir', 'mountDir'] as const) {
@@ -52,6 +90,9 @@ export class BlockBackend implements Backend, OrphanFinder {
     const fs = config.defaultFstype ?? 'ext4';
     if (!FSTYPES.includes(fs as FsType)) throw new InvalidArgumentError(`backend ${name}: defaultFstype must be one of ${FSTYPES.join(', ')}`);
     this.defaultFstype = fs as FsType;
+    const oc = config.thinOvercommitRatio ?? 1;
+    if (typeof oc !== 'number' || !(oc > 0 && oc <= 100)) throw new InvalidArgumentError(`backend ${name}: thinOvercommitRatio must be a number above 0 and at most 100 (1 means no overcommit)`);
+    this.overcommit = oc;
     this.imageDir = (config.imageDir as string | undefined) ?? within(ctx.root, 'backends', name, 'images');
     this.mountDir = (config.mountDir as string | undefined) ?? within(ctx.root, 'backends', name, 'mounts');
   }
@@ -63,18 +104,60 @@ export class BlockBackend implements Backend, OrphanFinder {
     const fstype = (opts.fstype ?? this.defaultFstype) as FsType;
     if (!FSTYPES.includes(fstype)) throw new InvalidArgumentError(`fstype ${JSON.stringify(opts.fstype)} is not supported; choose one of ${FSTYPES.join(', ')}`);
     if (size < MIN_SIZE[fstype]) throw new InvalidArgumentError(`size ${opts.size} is too small for ${fstype}; the minimum is ${formatSize(MIN_SIZE[fstype])}`);
-    return { size, fstype, mountopts: parseFsMountOptions(opts.mountopts) } satisfies BlockSpec;
+    const prov = opts.provisioning;
+    if (prov !== undefined && !PROVISIONING.includes(prov as Provisioning)) throw new InvalidArgumentError(`provisioning ${JSON.stringify(prov)} is not supported; choose thick or thin`);
+    const mountopts = parseFsMountOptions(opts.mountopts);
+    if (mountopts.includes('discard') && prov !== 'thin') {
+      throw new InvalidArgumentError('mount option discard punches holes into the image when files are deleted, which would turn a thick volume thin again; use -o provisioning=thin with discard, or drop discard');
+    }
+    return { size, fstype, mountopts, ...(prov ? { provisioning: prov as Provisioning } : {}) } satisfies BlockSpec;
   }
 
-  async checkCreate(spec: Readonly<Record<string, unknown>>): Promise<void> {
-    const { size } = spec as unknown as BlockSpec;
+  /**
+   * Thick: the image must fit in the free space, and what is left must still cover the thin promises.
+   * Thin: the sizes promised to thin images on this filesystem minus what they already use, plus this
+   * one, may not exceed the free space times the overcommit ratio. Refusals give the figures.
+   */
+  async checkCreate(spec: Readonly<Record<string, unknown>>, others: readonly VolumeRecord[] = []): Promise<void> {
+    const { size, provisioning } = spec as unknown as BlockSpec;
+    const mode = provisioning ?? 'thick';
     let dir = this.imageDir;
     while (!(await stat(dir).catch(() => undefined))) dir = dirname(dir);
-    const s = await statfs(dir);
+    const [s, ds] = await Promise.all([statfs(dir), stat(dir)]);
     const free = s.bavail * s.bsize;
-    if (size > free) {
-      throw new InvalidArgumentError(`size ${formatSize(size)} is more than the ${formatSize(Math.floor(free / 1048576) * 1048576)} free in ${this.imageDir}`);
+    const t = await this.thinPromises(others, ds.dev);
+    const ratio = this.overcommit;
+    const where = `the filesystem of ${this.imageDir}`;
+    const thinText = `${t.count} thin volume${t.count === 1 ? '' : 's'} there ${t.count === 1 ? 'is' : 'are'} promised ${human(t.outstanding)} more than ${t.count === 1 ? 'it uses' : 'they use'}`;
+    if (mode === 'thick') {
+      if (size > free) {
+        throw new ResourceExhaustedError(`a thick block volume of ${human(size)} does not fit: only ${human(free)} is free on ${where}. Free space there, or ask for less`);
+      }
+      if (t.outstanding > (free - size) * ratio) {
+        throw new ResourceExhaustedError(`a thick block volume of ${human(size)} would leave ${human(free - size)} free on ${where}, but ${thinText} (overcommit ratio ${ratio} allows ${human(Math.max(0, (free - size) * ratio))}); free space there, or shrink or remove thin volumes`);
+      }
+      return;
     }
+    if (t.outstanding + size > free * ratio) {
+      throw new ResourceExhaustedError(`a thin block volume of ${human(size)} would overcommit ${where}: ${thinText}; with this one that is ${human(t.outstanding + size)}, more than the ${human(free)} free there times the overcommit ratio ${ratio} (${human(free * ratio)}). Free space, remove thin volumes, or raise thinOvercommitRatio of backend ${this.name}`);
+    }
+  }
+
+  /** What thin images on the filesystem `dev` are promised beyond what they already use (st_blocks). */
+  private async thinPromises(others: readonly VolumeRecord[], dev: number): Promise<{ count: number; outstanding: number }> {
+    let count = 0; let outstanding = 0;
+    for (const r of others) {
+      if (r.state === 'damaged' || provisioningOf(r) !== 'thin') continue;
+      let img: string;
+      try { img = this.imageOf(r); } catch { continue; }
+      const st = await stat(img).catch(() => undefined);
+      const d = st?.dev ?? (await stat(dirname(img)).catch(() => undefined))?.dev;
+      if (d !== dev) continue;
+      const promised = (r.spec as unknown as BlockSpec).size;
+      count++;
+      outstanding += Math.max(0, promised - (st ? st.blocks * 512 : 0));
+    }
+    return { count, outstanding };
   }
 
   place(name: string): Placement {
@@ -87,13 +170,26 @@ export class BlockBackend implements Backend, OrphanFinder {
     const spec = vol.spec as unknown as BlockSpec;
     const image = this.imageOf(vol);
     await mkdir(dirname(image), { recursive: true, mode: 0o700 });
+    const mode = spec.provisioning ?? 'thick';
     let adopted = false;
     try {
       const fh = await open(image, 'wx', 0o600);
-      try { await fh.truncate(spec.size); } finally { await fh.close(); }
+      try { if (mode === 'thin') await fh.truncate(spec.size); } finally { await fh.close(); }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       adopted = true; // a retry after a crash, or an image left behind: never truncate or format what is there
+    }
+    // An adopted image of length 0 is one a crash interrupted right after its O_EXCL create: blank, ours.
+    const empty = adopted && (await stat(image)).size === 0;
+    if (empty && mode === 'thin') await open(image, 'r+').then(async (fh) => { try { await fh.truncate(spec.size); } finally { await fh.close(); } });
+    if (mode === 'thick') {
+      try {
+        // Allocating never changes data; on an adopted image it keeps the length (fills its holes only).
+        await allocateFile(this.ctx.exec, image, spec.size, adopted && !empty);
+      } catch (e) {
+        if (!adopted) await rm(image, { force: true }); // only the image this call made
+        throw await this.allocationError(vol, image, e);
+      }
     }
     this.ctx.fault?.('block.image-created');
     // An image this call created (O_EXCL) is blank by construction; one that was there is probed first.
@@ -110,7 +206,20 @@ export class BlockBackend implements Backend, OrphanFinder {
     } else {
       this.ctx.log.warn({ volume: vol.name, image }, 'adopting an existing image that already holds a filesystem');
     }
-    return { image, formatted: true, ...(adopted ? { adopted: true } : {}) };
+    return { image, formatted: true, provisioning: mode, ...(adopted ? { adopted: true } : {}) };
+  }
+
+  private async allocationError(vol: VolumeRecord, image: string, e: unknown): Promise<Error> {
+    const stderr = e instanceof ExecError ? e.result?.stderr ?? '' : '';
+    const dir = dirname(image);
+    if (/no space left/i.test(stderr)) {
+      const s = await statfs(dir).catch(() => undefined);
+      return new ResourceExhaustedError(`volume ${vol.name} needs ${human((vol.spec as unknown as BlockSpec).size)} on the filesystem of ${dir}, but only ${s ? human(s.bavail * s.bsize) : 'less'} is free now (something else took space since the check); nothing was left behind. Free space there, or ask for less`, { cause: e });
+    }
+    if (/not supported/i.test(stderr)) {
+      return new FailedPreconditionError(`the filesystem of ${dir} cannot allocate images in advance (fallocate is not supported there), so volume ${vol.name} cannot be thick; create it with -o provisioning=thin, or put imageDir on ext4, xfs, btrfs or tmpfs`, { cause: e });
+    }
+    return e instanceof Error ? e : new InternalError(String(e));
   }
 
   async deprovision(vol: VolumeRecord): Promise<void> {
@@ -123,10 +232,15 @@ export class BlockBackend implements Backend, OrphanFinder {
     const spec = vol.spec as unknown as BlockSpec;
     const mp = mountpointOf(vol);
     const image = this.imageOf(vol);
+    const thin = provisioningOf(vol) === 'thin';
+    // New mounts of a thin volume wait while its host filesystem is below the critical level.
+    const refusal = thin ? this.gate?.refuseMount(vol, image) : undefined;
+    if (refusal) throw new ResourceExhaustedError(refusal);
     await mkdir(mp, { recursive: true, mode: 0o755 });
     const cur = await this.ctx.mounts.at(mp);
     if (cur) {
       if (cur.fstype !== spec.fstype) throw new InternalError(`${mp} is already mounted with ${cur.fstype} from ${cur.source}, not volume ${vol.name}'s ${spec.fstype}; unmount it first`);
+      if (thin) this.gate?.published(vol);
       return;
     }
     if (!(await stat(image).catch(() => undefined))) {
@@ -146,11 +260,18 @@ export class BlockBackend implements Backend, OrphanFinder {
       }
       throw e;
     }
+    if (thin) this.gate?.published(vol);
   }
 
   async unpublish(vol: VolumeRecord): Promise<void> {
     const mp = mountpointOf(vol);
-    if (await this.ctx.mounts.at(mp)) await unmount(this.ctx.exec, mp);
+    if (await this.ctx.mounts.at(mp)) {
+      // Thaw first: unmounting a frozen filesystem would block in its final sync (or leave the
+      // superblock frozen). A thin volume may be frozen by the watcher, or by a daemon that crashed.
+      if (provisioningOf(vol) === 'thin') await thawFs(this.ctx.exec, mp);
+      await unmount(this.ctx.exec, mp);
+    }
+    if (provisioningOf(vol) === 'thin') this.gate?.unpublished(vol);
     // The loop device is autoclear; detach any that a crash or an outside `losetup` left behind.
     const image = this.imageOf(vol);
     if (await stat(image).catch(() => undefined)) {
@@ -198,14 +319,56 @@ export class BlockBackend implements Backend, OrphanFinder {
     return (await this.ctx.mounts.list()).some((m) => m.source === dev);
   }
 
+  thinImage(vol: VolumeRecord): { image: string; size: number } | undefined {
+    return provisioningOf(vol) === 'thin' ? { image: this.imageOf(vol), size: (vol.spec as unknown as BlockSpec).size } : undefined;
+  }
+
+  async freeze(vol: VolumeRecord): Promise<void> {
+    const mp = mountpointOf(vol);
+    if (await this.ctx.mounts.at(mp)) await freezeFs(this.ctx.exec, mp);
+  }
+
+  async thaw(vol: VolumeRecord): Promise<void> {
+    const mp = mountpointOf(vol);
+    if (await this.ctx.mounts.at(mp)) await thawFs(this.ctx.exec, mp);
+  }
+
+  setSpaceGate(gate: SpaceGate): void { this.gate = gate; }
+
+  /**
+   * Read on every Get (a hot path): cheap synchronous stat/statfs of local files only, no process.
+   * allocatedBytes: the image's st_blocks * 512; usedBytes: the mounted filesystem's blocks in use
+   * (absent when not mounted: the mountpoint is then on the same device as its parent).
+   */
   status(vol: VolumeRecord): Record<string, unknown> {
     const spec = vol.spec as unknown as BlockSpec;
-    return { size: formatSize(spec.size), sizeBytes: spec.size, fstype: spec.fstype, mountopts: spec.mountopts.join(','), image: this.imageOf(vol) };
+    const image = this.imageOf(vol);
+    const out: Record<string, unknown> = {
+      size: formatSize(spec.size), sizeBytes: spec.size, fstype: spec.fstype, mountopts: spec.mountopts.join(','), image,
+      provisioning: provisioningOf(vol),
+    };
+    try {
+      const st = statSync(image);
+      out.allocatedBytes = st.blocks * 512;
+      out.allocated = human(st.blocks * 512);
+    } catch { /* image missing: publish says so */ }
+    try {
+      const mp = mountpointOf(vol);
+      if (statSync(mp).dev !== statSync(dirname(mp)).dev) {
+        const f = statfsSync(mp);
+        out.usedBytes = (f.blocks - f.bfree) * f.bsize;
+        out.used = human((f.blocks - f.bfree) * f.bsize);
+      }
+    } catch { /* not mounted, or no mountpoint yet */ }
+    if (this.gate?.isFrozen(vol.name)) out.frozen = true;
+    const note = this.gate?.note(vol.name);
+    if (note) out.hostSpace = note;
+    return out;
   }
 }
 
 export const blockFactory: BackendFactory = {
   type: 'block',
-  configKeys: ['imageDir', 'mountDir', 'defaultFstype'],
+  configKeys: ['imageDir', 'mountDir', 'defaultFstype', 'thinOvercommitRatio'],
   create: (instance, config, ctx) => new BlockBackend(instance, config, ctx),
 };

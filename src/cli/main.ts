@@ -64,8 +64,15 @@ volume.command('ls').alias('list')
   .action(async (o: ConfigInput & { json?: boolean }) => {
     const { volumes } = await clientFrom(o).call<{ volumes: VolumeInfo[] }>('GET', '/v1/volumes');
     if (o.json) { console.log(JSON.stringify(volumes, null, 2)); return; }
-    const rows = [['NAME', 'BACKEND', 'TYPE', 'SIZE', 'MOUNTS', 'STATE', 'CREATED']];
-    for (const v of volumes) rows.push([v.name, v.backend, v.type, String(v.status.size ?? '-'), String(v.mounts), v.state, v.createdAt]);
+    // Block volumes: how they are provisioned, what their image holds on the host (allocated) and what
+    // their filesystem uses (only while mounted).
+    const rows = [['NAME', 'BACKEND', 'TYPE', 'SIZE', 'PROVISIONING', 'ALLOCATED', 'USED', 'MOUNTS', 'STATE', 'CREATED']];
+    const cell = (x: unknown) => (x === undefined || x === null ? '-' : String(x));
+    for (const v of volumes) {
+      const s = v.status;
+      const prov = s.provisioning === undefined ? '-' : `${String(s.provisioning)}${s.frozen ? ' (frozen)' : ''}`;
+      rows.push([v.name, v.backend, v.type, cell(s.size), prov, cell(s.allocated), cell(s.used), String(v.mounts), v.state, v.createdAt]);
+    }
     console.log(table(rows));
   });
 

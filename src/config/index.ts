@@ -29,7 +29,19 @@ export interface Config {
   readonly leakGraceSec: number;
   /** Fault injection points (BALLAST_FAULT), for crash tests only. */
   readonly faults: readonly string[];
+  /** Free-space watch of the host filesystems holding mounted thin block images (src/reconciler/space.ts). */
+  readonly space: Readonly<SpaceConfig>;
 }
+
+/**
+ * `space` in the config file. Levels are free space in percent of the host filesystem holding thin
+ * images: below `warnFreePercent` (15) the daemon logs and doctor/Status warn; below
+ * `criticalFreePercent` (5, plus a headroom for data still in memory) mounted thin volumes are frozen and
+ * new mounts of thin volumes refused, until free space is above critical + `resumeMarginPercent` (2).
+ * `pollMs` (500) is how often free space is read while thin volumes are mounted.
+ */
+export interface SpaceConfig { readonly warnFreePercent: number; readonly criticalFreePercent: number; readonly resumeMarginPercent: number; readonly pollMs: number }
+const SPACE_KEYS = ['warnFreePercent', 'criticalFreePercent', 'resumeMarginPercent', 'pollMs'] as const;
 
 export const DEFAULTS = {
   root: '/var/lib/ballast',
@@ -41,6 +53,7 @@ export const DEFAULTS = {
   shutdownTimeoutSec: 30,
   reconcileIntervalSec: 15,
   leakGraceSec: 120,
+  space: { warnFreePercent: 15, criticalFreePercent: 5, resumeMarginPercent: 2, pollMs: 500 } as SpaceConfig,
 };
 
 export interface ConfigInput {
@@ -48,7 +61,7 @@ export interface ConfigInput {
   dockerHost?: string; node?: string;
 }
 
-const FILE_KEYS = ['root', 'socket', 'adminSocket', 'logLevel', 'dockerHost', 'node', 'defaultBackend', 'backends', 'shutdownTimeoutSec', 'reconcileIntervalSec', 'leakGraceSec'];
+const FILE_KEYS = ['root', 'socket', 'adminSocket', 'logLevel', 'dockerHost', 'node', 'defaultBackend', 'backends', 'shutdownTimeoutSec', 'reconcileIntervalSec', 'leakGraceSec', 'space'];
 
 /** Merges defaults < config file < environment < flags, validates, and freezes the result. */
 export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): Config {
@@ -99,10 +112,28 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
   if (typeof reconcileIntervalSec !== 'number' || !(reconcileIntervalSec >= 0.1 && reconcileIntervalSec <= 3600)) throw new InvalidArgumentError('reconcileIntervalSec must be a number of seconds between 0.1 and 3600');
   if (typeof leakGraceSec !== 'number' || !(leakGraceSec >= 0 && leakGraceSec <= 86400)) throw new InvalidArgumentError('leakGraceSec must be a number of seconds between 0 and 86400');
 
+  const space = parseSpace(file.space, reconcileIntervalSec);
+
   return deepFreeze({
     root, socket, adminSocket, logLevel, dockerHost, node, defaultBackend, backends: structuredClone(backends), shutdownTimeoutSec,
-    reconcileIntervalSec, leakGraceSec, faults,
+    reconcileIntervalSec, leakGraceSec, faults, space,
   });
+}
+
+function parseSpace(v: unknown, reconcileIntervalSec: number): SpaceConfig {
+  if (v === undefined) return { ...DEFAULTS.space, pollMs: Math.min(DEFAULTS.space.pollMs, reconcileIntervalSec * 500) };
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new InvalidArgumentError(`space must be an object with some of ${SPACE_KEYS.join(', ')}`);
+  for (const k of Object.keys(v)) {
+    if (!(SPACE_KEYS as readonly string[]).includes(k)) throw new InvalidArgumentError(`unknown key ${JSON.stringify(k)} in space; accepted keys: ${SPACE_KEYS.join(', ')}`);
+  }
+  const o = { ...DEFAULTS.space, ...(v as Partial<SpaceConfig>) };
+  for (const k of ['warnFreePercent', 'criticalFreePercent', 'resumeMarginPercent'] as const) {
+    if (typeof o[k] !== 'number' || !(o[k] >= 0 && o[k] <= 90)) throw new InvalidArgumentError(`space.${k} must be a number between 0 and 90 (percent of the filesystem)`);
+  }
+  if (o.criticalFreePercent > o.warnFreePercent) throw new InvalidArgumentError(`space.criticalFreePercent (${o.criticalFreePercent}) must not be above space.warnFreePercent (${o.warnFreePercent})`);
+  if (typeof o.pollMs !== 'number' || !(o.pollMs >= 50 && o.pollMs <= 60_000)) throw new InvalidArgumentError('space.pollMs must be a number of milliseconds between 50 and 60000');
+  if (o.pollMs >= reconcileIntervalSec * 1000) throw new InvalidArgumentError(`space.pollMs (${o.pollMs}) must be shorter than the reconcile interval (${reconcileIntervalSec * 1000} ms)`);
+  return o;
 }
 
 /** Driver name dockerd uses for a socket: its basename without ".sock". */

@@ -4,6 +4,8 @@ import type { Exec } from '../host/exec.js';
 import { unixRequest, dockerSocketPath } from '../host/unix-http.js';
 import { driverName } from '../config/index.js';
 import type { PassReport } from '../reconciler/index.js';
+import type { FsReport } from '../reconciler/space.js';
+import { human } from '../backends/block/index.js';
 
 export interface Check { readonly name: string; readonly ok: boolean; readonly detail: string; readonly warn?: boolean }
 
@@ -107,5 +109,17 @@ export function placementCheck(drift: readonly { volume: string; backend: string
     detail: drift.length === 0
       ? 'every volume lives where the current config puts new volumes'
       : `${drift.map((d) => `${d.volume} (${d.backend}) has its ${d.field} at ${d.recorded}, not ${d.config}`).join('; ')}. These volumes keep working at their recorded paths (the config changed after they were made); new volumes use the new paths`,
+  };
+}
+
+/** Free space of the host filesystems holding mounted thin block images (the space watcher's last poll). */
+export function spaceCheck(report: readonly FsReport[]): Check {
+  if (report.length === 0) return { name: 'thin volume space', ok: true, detail: 'no thin volumes mounted' };
+  const critical = report.filter((r) => r.level === 'critical');
+  const warning = report.filter((r) => r.level === 'warning');
+  const line = (r: FsReport) => `${r.dir}: ${human(r.freeBytes)} of ${human(r.totalBytes)} free (${r.level}; warning below ${human(r.warnBytes)}, critical below ${human(r.criticalBytes)}), thin volumes ${r.volumes.join(', ')}${r.frozen.length ? `; frozen: ${r.frozen.join(', ')} (their writers wait until more than ${human(r.resumeBytes)} is free)` : ''}`;
+  return {
+    name: 'thin volume space', ok: critical.length === 0, warn: critical.length === 0 && warning.length > 0,
+    detail: `${report.map(line).join('; ')}${critical.length || warning.length ? '. Free space on these filesystems, or move data to thick volumes' : ''}`,
   };
 }

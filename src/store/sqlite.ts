@@ -1,5 +1,9 @@
 import Database from 'better-sqlite3';
+import { dirname } from 'node:path';
 import type { MetadataStore } from './types.js';
+import type { StoreReserve } from './reserve.js';
+import { fullSentence } from './reserve.js';
+import { ResourceExhaustedError } from '../core/errors.js';
 import type { MountRef, OpRecord, VolumeRecord, VolumeSummary, VolumeState } from '../core/types.js';
 
 interface VolumeRow {
@@ -35,18 +39,40 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITH
 `;
 const SCHEMA_VERSION = '1';
 
-/** SQLite in WAL mode with synchronous=FULL: a write that returned survives a crash of the daemon or host. */
+export interface SqliteStoreOptions {
+  /** Space kept for the store's own writes on a full disk (see StoreReserve). */
+  readonly reserve?: StoreReserve;
+}
+
+/**
+ * SQLite in WAL mode, with two durabilities on the one connection:
+ * - volume records (create, remove: insertVolume, updateVolume, deleteVolume) commit with
+ *   synchronous=FULL: the WAL is fsynced before the call returns, so they survive a power loss;
+ * - the mount ledger and the journal commit with synchronous=NORMAL: the commit is written to the WAL
+ *   (in the OS page cache) before the call returns, so it survives a crash of the daemon, but a power
+ *   loss may take back the last of them. That is safe because a power loss also takes every mount and
+ *   stops every container: dockerd sends Mount again for the containers it restarts, and the reconciler
+ *   drops references no running container owns. The WAL is one sequence, so a power loss only ever
+ *   loses a suffix of ledger and journal commits made after the last FULL commit (which fsyncs
+ *   everything before it): the store comes back as it was at an earlier moment, which is what a
+ *   daemon crash at that moment leaves, and recovery is the same.
+ * Every write that fails for lack of space gives the reserve back to the filesystem and is retried once.
+ */
 export class SqliteStore implements MetadataStore {
   private readonly db: Database.Database;
+  private readonly dir: string;
+  private readonly reserve?: StoreReserve;
   private readonly q;
   /** Writes to `volumes` through this connection; with PRAGMA data_version it dates the summary cache. */
   private volumeWrites = 0;
   private summaryCache?: { writes: number; dataVersion: number; list: VolumeSummary[] };
 
-  constructor(file: string) {
+  constructor(file: string, o: SqliteStoreOptions = {}) {
+    this.dir = dirname(file);
+    this.reserve = o.reserve;
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
+    this.db.exec('PRAGMA synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
     const v = this.db.prepare('SELECT value FROM meta WHERE key = ?').get('schema') as { value: string } | undefined;
@@ -100,7 +126,8 @@ export class SqliteStore implements MetadataStore {
     return this.summaryCache.list;
   }
   async insertVolume(rec: VolumeRecord): Promise<boolean> {
-    const ok = this.q.insert.run(toRow(rec)).changes === 1;
+    const row = toRow(rec);
+    const ok = this.durable(() => this.q.insert.run(row)).changes === 1;
     this.patchSummaries(ok ? (l) => {
       const i = indexByName(l, rec.name);
       return [...l.slice(0, i), summaryOf(rec), ...l.slice(i)];
@@ -108,7 +135,8 @@ export class SqliteStore implements MetadataStore {
     return ok;
   }
   async updateVolume(rec: VolumeRecord): Promise<void> {
-    const r = this.q.update.run(toRow(rec));
+    const row = toRow(rec);
+    const r = this.durable(() => this.q.update.run(row));
     if (r.changes !== 1) { this.patchSummaries(); throw new Error(`volume ${rec.name} is not in the store`); }
     this.patchSummaries((l) => {
       const i = indexByName(l, rec.name);
@@ -141,21 +169,21 @@ export class SqliteStore implements MetadataStore {
     if (next === undefined) return;
     this.summaryCache = { writes: this.volumeWrites, dataVersion: c.dataVersion, list: (next === c.list ? c.list : Object.freeze([...next])) as VolumeSummary[] };
   }
-  async deleteVolume(name: string): Promise<void> { this.deleteTx(name); }
+  async deleteVolume(name: string): Promise<void> { this.durable(() => this.deleteTx(name)); }
 
   private readonly addTx = (volume: string, id: string, endOp?: number): number => this.db.transaction(() => {
     this.q.addMount.run(volume, id, new Date().toISOString());
     if (endOp !== undefined) this.q.endOp.run(endOp);
     return this.q.total.get(volume) as number;
   })();
-  async addMount(volume: string, id: string, endOp?: number): Promise<number> { return this.addTx(volume, id, endOp); }
+  async addMount(volume: string, id: string, endOp?: number): Promise<number> { return this.write(() => this.addTx(volume, id, endOp)); }
 
   private readonly commitTx = (volume: string, id: string, op: number): number => this.db.transaction(() => {
     if (this.q.undoOp.run(op).changes !== 1) throw new Error(`journal entry ${op} is not an open mount`);
     this.q.addMount.run(volume, id, new Date().toISOString());
     return this.q.total.get(volume) as number;
   })();
-  async commitMount(volume: string, id: string, op: number): Promise<number> { return this.commitTx(volume, id, op); }
+  async commitMount(volume: string, id: string, op: number): Promise<number> { return this.write(() => this.commitTx(volume, id, op)); }
 
   private readonly removeTx = (volume: string, id: string, endOp?: number) => this.db.transaction(() => {
     if (endOp !== undefined) this.q.endOp.run(endOp);
@@ -164,22 +192,63 @@ export class SqliteStore implements MetadataStore {
     if (c > 1) this.q.decMount.run(volume, id); else this.q.dropMount.run(volume, id);
     return { removed: true, total: this.q.total.get(volume) as number };
   })();
-  async removeMount(volume: string, id: string, endOp?: number): Promise<{ removed: boolean; total: number }> { return this.removeTx(volume, id, endOp); }
+  async removeMount(volume: string, id: string, endOp?: number): Promise<{ removed: boolean; total: number }> { return this.write(() => this.removeTx(volume, id, endOp)); }
 
   async mounts(volume: string): Promise<MountRef[]> { return (this.q.mounts.all(volume) as MountRow[]).map(fromMountRow); }
   async allMounts(): Promise<MountRef[]> { return (this.q.allMounts.all() as MountRow[]).map(fromMountRow); }
   async mountCount(volume: string): Promise<number> { return this.q.total.get(volume) as number; }
 
   async beginOp(op: Omit<OpRecord, 'id' | 'startedAt'>): Promise<number> {
-    return Number(this.q.beginOp.run(op.volume, op.op, op.mountId, new Date().toISOString()).lastInsertRowid);
+    const startedAt = new Date().toISOString();
+    return Number(this.write(() => this.q.beginOp.run(op.volume, op.op, op.mountId, startedAt)).lastInsertRowid);
   }
-  async endOp(id: number): Promise<void> { this.q.endOp.run(id); }
+  async endOp(id: number): Promise<void> { this.write(() => this.q.endOp.run(id)); }
   async pendingOps(): Promise<OpRecord[]> {
     return (this.q.pendingOps.all() as { id: number; volume: string; op: string; mount_id: string; started_at: string }[])
       .map((r) => ({ id: r.id, volume: r.volume, op: r.op as OpRecord['op'], mountId: r.mount_id, startedAt: r.started_at }));
   }
 
-  async close(): Promise<void> { if (this.db.open) this.db.close(); }
+  /** Refuses new state (a Mount) before its first write while the state directory's filesystem is full. */
+  assertRoom(action: string): void { this.reserve?.assertRoom(action); }
+
+  async close(): Promise<void> { this.reserve?.close(); if (this.db.open) this.db.close(); }
+
+  private freeOrUndefined(): number | undefined { try { return this.reserve?.freeBytes(); } catch { return undefined; } }
+
+  /** A write of a volume record: committed with synchronous=FULL (fsynced: it survives a power loss). */
+  private durable<T>(fn: () => T): T {
+    this.db.exec('PRAGMA synchronous = FULL');
+    try {
+      return this.write(fn);
+    } catch (e) {
+      this.summaryCache = undefined; // a patch may have run for a write that did not land
+      throw e;
+    } finally {
+      this.db.exec('PRAGMA synchronous = NORMAL');
+    }
+  }
+
+  /**
+   * Runs one write (a statement or a transaction; SQLite rolls it back when it fails). When it fails for
+   * lack of space, the reserve is given back to the filesystem and the write is tried once more; a write
+   * that still fails is a ResourceExhaustedError naming the directory.
+   */
+  private write<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      if (!isFull(e)) throw e;
+      if (this.reserve?.release(`a store write failed: ${(e as Error).message}`)) {
+        try { return fn(); } catch (e2) { if (!isFull(e2)) throw e2; e = e2; }
+      }
+      throw new ResourceExhaustedError(`${fullSentence(this.dir, this.freeOrUndefined())}${this.reserve ? ` (Ballast's ${Math.round(this.reserve.size / 1048576)} MiB reserve there is used up)` : ''}; Ballast could not write its state (${(e as Error).message})`, { cause: e });
+    }
+  }
+}
+
+function isFull(e: unknown): boolean {
+  const code = (e as { code?: unknown })?.code;
+  return code === 'SQLITE_FULL' || (e as NodeJS.ErrnoException)?.code === 'ENOSPC';
 }
 
 const STATES: readonly string[] = ['creating', 'ready', 'removing'];

@@ -43,5 +43,12 @@ export interface MetadataStore {
   /** Operations that began and never ended: a crash happened between their steps. */
   pendingOps(): Promise<OpRecord[]>;
 
+  /**
+   * Optional: throws a ResourceExhaustedError (a sentence naming the directory) when the store's filesystem
+   * is too full for new state. Mount calls it before its first write, so that on a full disk the space
+   * that is left, and the store's reserve, serve what ends or undoes state (Unmount, the journal).
+   */
+  assertRoom?(action: string): void;
+
   close(): Promise<void>;
 }

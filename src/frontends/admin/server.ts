@@ -1,7 +1,7 @@
-import type { FastifyInstance } from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { VolumeService } from '../../core/service.js';
-import { describeError, field } from '../http-common.js';
+import { describeError, field, pathOf, readJsonBody, send } from '../http-common.js';
 
 export interface AdminDeps {
   readonly service: VolumeService;
@@ -12,33 +12,54 @@ export interface AdminDeps {
   readonly repair: () => Promise<unknown>;
 }
 
-/** The admin API the `ballast` CLI talks to, under /v1, served on its own socket (never in /run/docker/plugins). */
-export function adminRoutes(d: AdminDeps) {
-  return async (app: FastifyInstance): Promise<void> => routes(app, d);
-}
+const JSON_CT = 'application/json; charset=utf-8';
+type Answer = { status: number; body?: unknown };
+type Route = (req: IncomingMessage, param: string | undefined) => Promise<Answer>;
+const ok = (body: unknown): Answer => ({ status: 200, body });
 
-function routes(app: FastifyInstance, d: AdminDeps): void {
-  app.setErrorHandler((err, req, reply) => {
-    const { status, message } = describeError(err);
-    if (status >= 500) d.log.error({ route: req.url, err: message }, 'admin request failed');
-    void reply.code(status).send({ error: message, code: (err as { code?: string }).code ?? 'Internal' });
-  });
-  app.setNotFoundHandler((req, reply) => {
-    void reply.code(404).send({ error: `unknown endpoint ${req.method} ${req.url.slice(0, 200)}`, code: 'NotFound' });
-  });
+/**
+ * The admin API the `ballast` CLI talks to, under /v1, served on its own socket only (never in
+ * /run/docker/plugins, and never on the plugin socket). Errors are `{"error", "code"}`.
+ */
+export function adminHandler(d: AdminDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const routes = new Map<string, Route>(Object.entries({
+    'GET /v1/health': async () => ok(d.health()),
+    'GET /v1/doctor': async () => ok(await d.doctor()),
+    'GET /v1/reconcile': async () => ok(d.reconcile()),
+    'POST /v1/repair': async () => ok(await d.repair()),
+    'GET /v1/volumes': async () => ok({ volumes: await d.service.listInfo() }),
+    'POST /v1/volumes': async (req) => {
+      const body = await readJsonBody(req);
+      return { status: 201, body: await d.service.create(field(body, 'name'), field(body, 'options')) };
+    },
+    'GET /v1/volumes/:name': async (_req, name) => ok(await d.service.get(name)),
+    'DELETE /v1/volumes/:name': async (_req, name) => { await d.service.remove(name); return { status: 204 }; },
+  } satisfies Record<string, Route>));
 
-  app.get('/health', async () => d.health());
-  app.get('/doctor', async () => d.doctor());
-  app.get('/reconcile', async () => d.reconcile());
-  app.post('/repair', async () => d.repair());
-  app.get('/volumes', async () => ({ volumes: await d.service.listInfo() }));
-  app.post('/volumes', async (req, reply) => {
-    const v = await d.service.create(field(req.body, 'name'), field(req.body, 'options'));
-    return reply.code(201).send(v);
-  });
-  app.get<{ Params: { name: string } }>('/volumes/:name', async (req) => d.service.get(req.params.name));
-  app.delete<{ Params: { name: string } }>('/volumes/:name', async (req, reply) => {
-    await d.service.remove(req.params.name);
-    return reply.code(204).send();
-  });
+  return (req, res) => {
+    const path = pathOf(req.url);
+    let route = routes.get(`${req.method} ${path}`);
+    let param: string | undefined;
+    if (!route && path.startsWith('/v1/volumes/') && path.indexOf('/', 12) < 0 && path.length > 12) {
+      route = routes.get(`${req.method} /v1/volumes/:name`);
+      try { param = decodeURIComponent(path.slice(12)); } catch { param = path.slice(12); }
+    }
+    if (!route) {
+      req.resume();
+      send(res, 404, JSON_CT, JSON.stringify({ error: `unknown endpoint ${req.method} ${String(req.url).slice(0, 200)}`, code: 'NotFound' }));
+      return;
+    }
+    if (req.method === 'GET' || req.method === 'DELETE') req.resume();
+    route(req, param).then(
+      (a) => {
+        if (a.status === 204) { res.writeHead(204); res.end(); return; }
+        send(res, a.status, JSON_CT, JSON.stringify(a.body));
+      },
+      (err) => {
+        const { status, message } = describeError(err);
+        if (status >= 500) d.log.error({ route: req.url, err: message }, 'admin request failed');
+        send(res, status, JSON_CT, JSON.stringify({ error: message, code: (err as { code?: string }).code ?? 'Internal' }));
+      },
+    );
+  };
 }

@@ -1,76 +1,74 @@
-import type { FastifyInstance } from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { VolumeService } from '../../core/service.js';
 import type { VolumeInfo, VolumeSummary } from '../../core/types.js';
-import { describeError, field } from '../http-common.js';
+import { describeError, field, pathOf, readJsonBody, send } from '../http-common.js';
 import { InvalidArgumentError } from '../../core/errors.js';
+
+export const PLUGIN_CT = 'application/vnd.docker.plugins.v1.2+json';
+
+type Handler = (body: unknown) => Promise<string | Buffer>;
 
 /**
  * The Docker Volume Plugin protocol (legacy plugins, v1.2): POST /Plugin.Activate and
- * /VolumeDriver.{Create,Remove,Mount,Unmount,Path,Get,List,Capabilities}. A thin translator: wire
- * types in, one VolumeService call, wire types out; errors become `{"Err": "..."}`.
+ * /VolumeDriver.{Create,Remove,Mount,Unmount,Path,Get,List,Capabilities}, and nothing else (the admin
+ * API has its own socket). A thin translator: wire types in, one VolumeService call, wire types out;
+ * errors become `{"Err": "..."}`. Written on node:http directly: nine fixed routes need no router, and
+ * a framework's per-request work (hooks, reply objects, serializers) was most of what Get cost.
  */
-export function dockerPluginRoutes(service: VolumeService, log: Logger) {
-  return async (app: FastifyInstance): Promise<void> => routes(app, service, log);
-}
+export function dockerPluginHandler(service: VolumeService, log: Logger): (req: IncomingMessage, res: ServerResponse) => void {
+  const EMPTY = '{}';
+  // With many volumes, encoding List dominates its cost. A store that returns the same frozen
+  // summaries while nothing changed (SqliteStore) gets its encoded answer reused; after a change only
+  // the summaries that are new are encoded (each frozen summary's fragment is kept while it lives).
+  let lastList: { src: readonly VolumeSummary[]; body: Buffer } | undefined;
+  const fragments = new WeakMap<VolumeSummary, string>();
+  const encodeList = (list: readonly VolumeSummary[]): Buffer => {
+    if (lastList?.src === list) return lastList.body;
+    const frozen = Object.isFrozen(list);
+    const parts = new Array<string>(list.length);
+    for (let i = 0; i < list.length; i++) {
+      const v = list[i];
+      let f = frozen ? fragments.get(v) : undefined;
+      if (f === undefined) {
+        f = JSON.stringify({ Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.createdAt });
+        if (frozen && Object.isFrozen(v)) fragments.set(v, f);
+      }
+      parts[i] = f;
+    }
+    const body = Buffer.from(`{"Volumes":[${parts.join(',')}]}`);
+    lastList = frozen ? { src: list, body } : undefined;
+    return body;
+  };
 
-/** Errors in the plugin protocol's form, `{"Err": "..."}`. */
-export function pluginErrors(app: FastifyInstance, log: Logger): void {
-  app.setErrorHandler((err, req, reply) => {
+  const routes = new Map<string, Handler>(Object.entries({
+    '/Plugin.Activate': async () => '{"Implements":["VolumeDriver"]}',
+    '/VolumeDriver.Capabilities': async () => '{"Capabilities":{"Scope":"local"}}',
+    '/VolumeDriver.Create': async (b) => { await service.create(field(notEmpty(b), 'Name'), field(b, 'Opts')); return EMPTY; },
+    '/VolumeDriver.Remove': async (b) => { await service.remove(field(notEmpty(b), 'Name')); return EMPTY; },
+    '/VolumeDriver.Mount': async (b) => JSON.stringify({ Mountpoint: await service.mount(field(notEmpty(b), 'Name'), field(b, 'ID')) }),
+    '/VolumeDriver.Unmount': async (b) => { await service.unmount(field(notEmpty(b), 'Name'), field(b, 'ID')); return EMPTY; },
+    '/VolumeDriver.Path': async (b) => JSON.stringify({ Mountpoint: await service.path(field(b, 'Name')) }),
+    '/VolumeDriver.Get': async (b) => JSON.stringify({ Volume: toDocker(await service.get(field(b, 'Name'))) }),
+    '/VolumeDriver.List': async () => encodeList(await service.list()),
+  } satisfies Record<string, Handler>));
+
+  const fail = (req: IncomingMessage, res: ServerResponse, err: unknown) => {
     const { status, message } = describeError(err);
     if (status >= 500) log.error({ route: req.url, err: message }, 'plugin request failed');
-    void reply.code(status).header('content-type', PLUGIN_CT).send({ Err: message });
-  });
-}
+    send(res, status, PLUGIN_CT, JSON.stringify({ Err: message }));
+  };
 
-/** The answer to a path nobody serves, in the plugin protocol's form. */
-export function pluginNotFound(app: FastifyInstance): void {
-  app.setNotFoundHandler((req, reply) => {
-    void reply.code(404).header('content-type', PLUGIN_CT).send({ Err: `unknown endpoint ${req.method} ${req.url.slice(0, 200)}; this is a Docker volume plugin (VolumeDriver.*)` });
-  });
-}
-
-function routes(app: FastifyInstance, service: VolumeService, log: Logger): void {
-  pluginErrors(app, log);
-  app.addHook('onSend', async (_req, reply, payload) => {
-    reply.header('content-type', PLUGIN_CT);
-    return payload;
-  });
-
-  app.post('/Plugin.Activate', async () => ({ Implements: ['VolumeDriver'] }));
-  app.post('/VolumeDriver.Capabilities', async () => ({ Capabilities: { Scope: 'local' } }));
-  app.post('/VolumeDriver.Create', async (req) => {
-    await service.create(field(notEmpty(req.body), 'Name'), field(req.body, 'Opts'));
-    return {};
-  });
-  app.post('/VolumeDriver.Remove', async (req) => {
-    await service.remove(field(notEmpty(req.body), 'Name'));
-    return {};
-  });
-  app.post('/VolumeDriver.Mount', async (req) => ({ Mountpoint: await service.mount(field(notEmpty(req.body), 'Name'), field(req.body, 'ID')) }));
-  app.post('/VolumeDriver.Unmount', async (req) => {
-    await service.unmount(field(notEmpty(req.body), 'Name'), field(req.body, 'ID'));
-    return {};
-  });
-  app.post('/VolumeDriver.Path', async (req) => ({ Mountpoint: await service.path(field(req.body, 'Name')) }));
-  app.post('/VolumeDriver.Get', async (req) => ({ Volume: toDocker(await service.get(field(req.body, 'Name'))) }));
-  // With many volumes, encoding List dominates its cost. A store that returns the same frozen
-  // summaries while nothing changed (SqliteStore) gets its encoded answer reused; any other array is
-  // encoded afresh.
-  let lastList: { src: readonly VolumeSummary[]; body: Buffer } | undefined;
-  app.post('/VolumeDriver.List', async (_req, reply) => {
-    const list = await service.list();
-    let body = lastList?.src === list ? lastList.body : undefined;
-    if (!body) {
-      body = Buffer.from(JSON.stringify({ Volumes: list.map((v) => ({ Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.createdAt })) }));
-      lastList = Object.isFrozen(list) ? { src: list, body } : undefined;
+  return (req, res) => {
+    const route = req.method === 'POST' ? routes.get(pathOf(req.url)) : undefined;
+    if (route === undefined) {
+      req.resume();
+      send(res, 404, PLUGIN_CT, JSON.stringify({ Err: `unknown endpoint ${req.method} ${String(req.url).slice(0, 200)}; this is a Docker volume plugin (VolumeDriver.*)` }));
+      return;
     }
-    void reply.type(PLUGIN_CT);
-    return body;
-  });
+    readJsonBody(req).then(route).then((body) => send(res, 200, PLUGIN_CT, body), (e) => fail(req, res, e));
+  };
 }
-
-export const PLUGIN_CT = 'application/vnd.docker.plugins.v1.2+json';
 
 /**
  * dockerd retries a plugin call whose connection failed (the plugin restarted while answering it)

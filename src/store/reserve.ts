@@ -51,10 +51,15 @@ export class StoreReserve {
     }
   }
 
-  /** Bytes this process may still write on the filesystem of `dir` (root may use the blocks kept for root). */
+  /**
+   * Free bytes on the filesystem of `dir` as an ordinary user sees them (statfs f_bavail). Ballast runs
+   * as root and could write further into the blocks a filesystem keeps for root, but f_bfree also
+   * counts blocks nobody may allocate (ext4's reserved clusters), so "full" is judged by f_bavail, and
+   * what is kept for root is left, like the reserve, to unmounts and the journal.
+   */
   freeBytes(): number {
     const s = statfsSync(this.dir);
-    return (process.getuid?.() === 0 ? s.bfree : s.bavail) * s.bsize;
+    return s.bavail * s.bsize;
   }
 
   /**

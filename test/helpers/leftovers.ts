@@ -10,7 +10,9 @@
  * Whatever it finds it cleans (so the machine stays usable), and then it throws, so node:test
  * reports the after hook as failed: a leftover is a leak, not a note.
  */
-import { readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { copyFileSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseMountinfo, type MountEntry } from '../../src/host/mountinfo.js';
 import type { BallastProc } from './ballast.js';
 import type { DockerEngine } from './docker-engine.js';
@@ -153,6 +155,13 @@ export async function teardownSuite(t: Teardown): Promise<void> {
   // A graceful stop keeps mounts but must not make any.
   problems.push(...(await findAndCleanLeftovers(roots)).map((p) => `after the daemons stopped: ${p}`));
   for (const s of t.stopAfter ?? []) await step(`${s.what} stop`, s.stop);
+  // The daemons' logs outlive the roots when something was left, to tell which operation left it.
+  if (problems.length) {
+    for (const [i, d] of daemons.entries()) {
+      const keep = join(tmpdir(), `ballast-leftovers-${t.suite.replace(/\W+/g, '-')}-${process.pid}-${i}.log`);
+      try { copyFileSync(d.logFile, keep); problems.push(`daemon log kept: ${keep}`); } catch { /* no log */ }
+    }
+  }
   for (const d of [...roots, ...(t.removeDirs ?? [])]) rmSync(d, { recursive: true, force: true });
   if (problems.length) throw new Error(`${t.suite}: the suite left things behind or could not remove them (cleaned up now):\n  ${problems.join('\n  ')}`);
 }

@@ -37,6 +37,10 @@ export class MemoryStore implements MetadataStore {
     this.ops.set(op, { ...o, op: 'unmount' });
     return this.addMount(volume, id);
   }
+  async addMountWithUndo(volume: string, id: string) {
+    const undo = await this.beginOp({ volume, op: 'unmount', mountId: id });
+    return { total: await this.addMount(volume, id), undo };
+  }
   async removeMount(volume: string, id: string, endOp?: number) {
     if (endOp !== undefined) this.ops.delete(endOp);
     const m = this.ledger.get(volume);

@@ -185,6 +185,14 @@ export class SqliteStore implements MetadataStore {
   })();
   async commitMount(volume: string, id: string, op: number): Promise<number> { return this.write(() => this.commitTx(volume, id, op)); }
 
+  private readonly undoTx = (volume: string, id: string): { total: number; undo: number } => this.db.transaction(() => {
+    const now = new Date().toISOString();
+    const undo = Number(this.q.beginOp.run(volume, 'unmount', id, now).lastInsertRowid);
+    this.q.addMount.run(volume, id, now);
+    return { total: this.q.total.get(volume) as number, undo };
+  })();
+  async addMountWithUndo(volume: string, id: string): Promise<{ total: number; undo: number }> { return this.write(() => this.undoTx(volume, id)); }
+
   private readonly removeTx = (volume: string, id: string, endOp?: number) => this.db.transaction(() => {
     if (endOp !== undefined) this.q.endOp.run(endOp);
     const c = this.q.getMount.get(volume, id) as number | undefined;

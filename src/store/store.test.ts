@@ -1,6 +1,6 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { MemoryStore } from './memory.js';
@@ -74,8 +74,55 @@ for (const [kind, make] of impls) {
       assert.deepEqual(await s.pendingOps(), [], 'the entry ends even when the reference was not there');
       await s.close();
     });
+
+    test('journal: addMountWithUndo adds the reference and its undo in one step', async () => {
+      const s = make();
+      await s.insertVolume(rec('v'));
+      await s.addMount('v', 'y');
+      const { total, undo } = await s.addMountWithUndo('v', 'x');
+      assert.equal(total, 2);
+      assert.deepEqual((await s.pendingOps()).map((o) => [o.id, o.op, o.volume, o.mountId]), [[undo, 'unmount', 'v', 'x']]);
+      await s.endOp(undo);
+      assert.deepEqual(await s.pendingOps(), []);
+      assert.equal(await s.mountCount('v'), 2, 'ending the undo keeps the reference');
+      await s.close();
+    });
   });
 }
+
+test('sqlite: ledger and journal commit with synchronous=NORMAL, volume records with FULL', async () => {
+  const s = new SqliteStore(join(dir, `sync${Math.random()}.db`));
+  const db = (s as unknown as { db: import('better-sqlite3').Database }).db;
+  const seen: number[] = [];
+  const realExec = db.exec.bind(db);
+  (db as { exec: (sql: string) => unknown }).exec = (sql: string) => { const r = realExec(sql); seen.push(db.pragma('synchronous', { simple: true }) as number); return r; };
+  await s.insertVolume(rec('v'));
+  assert.deepEqual(seen, [2, 1], 'FULL for the record write, NORMAL again after it');
+  seen.length = 0;
+  await s.addMount('v', 'x');
+  await s.endOp(await s.beginOp({ volume: 'v', op: 'unmount', mountId: 'x' }));
+  assert.deepEqual(seen, [], 'no switch for ledger and journal writes');
+  assert.equal(db.pragma('synchronous', { simple: true }), 1);
+  await s.close();
+});
+
+test('reserve: made when there is room, refused new state while short, given back once, re-made', async () => {
+  const { StoreReserve } = await import('./reserve.js');
+  const d = mkdtempSync(join(dir, 'reserve-'));
+  const r = new StoreReserve(d, { size: 64 * 1024, headroom: 4096, retryMs: 0 });
+  assert.equal(r.intact, true);
+  assert.equal(statSync(join(d, 'ballast.reserve')).size, 64 * 1024);
+  assert.doesNotThrow(() => r.assertRoom('mounting volume v'));
+  assert.equal(r.check().ok, true);
+  assert.equal(r.release('test'), true);
+  assert.equal(r.release('again'), false, 'there is nothing left to give');
+  assert.match(r.check().detail, /was used at .*\(test\)/);
+  r.assertRoom('mounting volume v'); // room enough on the test filesystem: re-created here
+  assert.equal(r.intact, true);
+  const tight = new StoreReserve(d, { size: 64 * 1024, headroom: Number.MAX_SAFE_INTEGER / 4, retryMs: 0 });
+  assert.throws(() => tight.assertRoom('mounting volume v'), (e: Error & { code?: string }) => e.code === 'ResourceExhausted' && /mounting volume v is refused: the filesystem of Ballast's state directory .* is full/.test(e.message));
+  r.close(); tight.close();
+});
 
 test('sqlite keeps volumes and the ledger across reopen', async () => {
   const file = join(dir, 'persist.db');

@@ -29,6 +29,14 @@ export interface MetadataStore {
    */
   commitMount(volume: string, id: string, op: number): Promise<number>;
   /**
+   * Adds one reference for (volume, id) and, in the same transaction, journals its undo: an unmount of
+   * (volume, id). The caller ends the returned journal entry once the mount is answered; a crash before
+   * that leaves the entry, and recovery drops the reference the caller never learnt of. One commit where
+   * beginOp + commitMount take two (Mount needs no journal entry before publish: a volume published
+   * without a reference is unpublished by the start-up reconcile, journal or not).
+   */
+  addMountWithUndo(volume: string, id: string): Promise<{ total: number; undo: number }>;
+  /**
    * Removes one reference for (volume, id) if present; returns whether it was there and the total left.
    * When `endOp` is given, that journal entry is closed in the same transaction.
    */

@@ -245,7 +245,9 @@ describe('ballast recovery (e2e)', () => {
     assert.equal((await containerState(c)).Running, false);
     // dockerd retries the unreachable plugin inside this one cleanup for ~15 s, then gives up for good.
     await waitCleanupFailed(id);
-    assert.match(dockerdLog(), new RegExp(`${id} cleanup: Failed to umount volumes.*${vol}.*connection refused`));
+    // "connection refused" on the killed daemon's socket, or "no such file" once another run's dockerd
+    // start on this machine has swept that dead socket (sweepDeadTestSockets): unreachable either way.
+    assert.match(dockerdLog(), new RegExp(`${id} cleanup: Failed to umount volumes.*${vol}.*(connection refused|no such file or directory)`));
     // Nobody unmounted: the host mount and the ledger reference are still there.
     await assertMountedOnce(v.Mountpoint, image, 'ext4');
     assert.equal(ledgerRows(vol), 1);

@@ -39,3 +39,20 @@ test('bad config is refused with the accepted keys', () => {
   assert.throws(() => loadConfig({ dockerHost: 'tcp://1.2.3.4:2375' }, {}), /not supported/);
   assert.throws(() => loadConfig({ config: join(d, 'missing.json') }, {}), /cannot read config file/);
 });
+
+test('space: defaults, overrides, and refusals that name the key', () => {
+  const d = mkdtempSync(join(tmpdir(), 'cfg-'));
+  const f = join(d, 'c.json');
+  assert.deepEqual(loadConfig({}, {}).space, { warnFreePercent: 15, criticalFreePercent: 5, criticalMinMiB: 256, resumeMarginPercent: 2, pollMs: 200 });
+  writeFileSync(f, JSON.stringify({ space: { criticalFreePercent: 10, pollMs: 100 } }));
+  assert.deepEqual(loadConfig({ config: f }, {}).space, { warnFreePercent: 15, criticalFreePercent: 10, criticalMinMiB: 256, resumeMarginPercent: 2, pollMs: 100 });
+  for (const [space, re] of [
+    [{ critical: 1 }, /unknown key "critical" in space; accepted keys: warnFreePercent, criticalFreePercent, criticalMinMiB, resumeMarginPercent, pollMs/],
+    [{ warnFreePercent: 5, criticalFreePercent: 10 }, /criticalFreePercent \(10\) must not be above space.warnFreePercent \(5\)/],
+    [{ pollMs: 20_000 }, /space.pollMs \(20000\) must be shorter than the reconcile interval \(15000 ms\)/],
+    [{ criticalFreePercent: -1 }, /space.criticalFreePercent must be a number between 0 and 90/],
+  ] as const) {
+    writeFileSync(f, JSON.stringify({ space }));
+    assert.throws(() => loadConfig({ config: f }, {}), re);
+  }
+});

@@ -36,12 +36,13 @@ export interface Config {
 /**
  * `space` in the config file. Levels are free space in percent of the host filesystem holding thin
  * images: below `warnFreePercent` (15) the daemon logs and doctor/Status warn; below
- * `criticalFreePercent` (5, plus a headroom for data still in memory) mounted thin volumes are frozen and
- * new mounts of thin volumes refused, until free space is above critical + `resumeMarginPercent` (2).
- * `pollMs` (500) is how often free space is read while thin volumes are mounted.
+ * `criticalFreePercent` (5, at least `criticalMinMiB` 256, plus a headroom for data still in memory and
+ * the rate free space falls at) mounted thin volumes are frozen and new mounts of thin volumes refused,
+ * until free space is above critical + `resumeMarginPercent` (2). `pollMs` (200) is how often free
+ * space is read while thin volumes are mounted.
  */
-export interface SpaceConfig { readonly warnFreePercent: number; readonly criticalFreePercent: number; readonly resumeMarginPercent: number; readonly pollMs: number }
-const SPACE_KEYS = ['warnFreePercent', 'criticalFreePercent', 'resumeMarginPercent', 'pollMs'] as const;
+export interface SpaceConfig { readonly warnFreePercent: number; readonly criticalFreePercent: number; readonly criticalMinMiB: number; readonly resumeMarginPercent: number; readonly pollMs: number }
+const SPACE_KEYS = ['warnFreePercent', 'criticalFreePercent', 'criticalMinMiB', 'resumeMarginPercent', 'pollMs'] as const;
 
 export const DEFAULTS = {
   root: '/var/lib/ballast',
@@ -53,7 +54,7 @@ export const DEFAULTS = {
   shutdownTimeoutSec: 30,
   reconcileIntervalSec: 15,
   leakGraceSec: 120,
-  space: { warnFreePercent: 15, criticalFreePercent: 5, resumeMarginPercent: 2, pollMs: 500 } as SpaceConfig,
+  space: { warnFreePercent: 15, criticalFreePercent: 5, criticalMinMiB: 256, resumeMarginPercent: 2, pollMs: 200 } as SpaceConfig,
 };
 
 export interface ConfigInput {
@@ -130,6 +131,7 @@ function parseSpace(v: unknown, reconcileIntervalSec: number): SpaceConfig {
   for (const k of ['warnFreePercent', 'criticalFreePercent', 'resumeMarginPercent'] as const) {
     if (typeof o[k] !== 'number' || !(o[k] >= 0 && o[k] <= 90)) throw new InvalidArgumentError(`space.${k} must be a number between 0 and 90 (percent of the filesystem)`);
   }
+  if (typeof o.criticalMinMiB !== 'number' || !(o.criticalMinMiB >= 0 && o.criticalMinMiB <= 1024 * 1024)) throw new InvalidArgumentError('space.criticalMinMiB must be a number of MiB between 0 and 1048576');
   if (o.criticalFreePercent > o.warnFreePercent) throw new InvalidArgumentError(`space.criticalFreePercent (${o.criticalFreePercent}) must not be above space.warnFreePercent (${o.warnFreePercent})`);
   if (typeof o.pollMs !== 'number' || !(o.pollMs >= 50 && o.pollMs <= 60_000)) throw new InvalidArgumentError('space.pollMs must be a number of milliseconds between 50 and 60000');
   if (o.pollMs >= reconcileIntervalSec * 1000) throw new InvalidArgumentError(`space.pollMs (${o.pollMs}) must be shorter than the reconcile interval (${reconcileIntervalSec * 1000} ms)`);

@@ -33,7 +33,7 @@ function setup(o: { free: number; dirty?: number; mounted?: string[] } ) {
   const mounted = new Set(vols.map((v) => v.mountpoint));
   let t = 0;
   const w = new SpaceWatcher({
-    backends, store, log, withLock: (_v, fn) => fn(), settings: { ...SPACE_DEFAULTS, pollMs: 1000 },
+    backends, store, log, withLock: (_v, fn) => fn(), settings: { ...SPACE_DEFAULTS, criticalMinMiB: 0, pollMs: 1000 },
     statfs: () => ({ totalBytes: fs.total, freeBytes: fs.free }), allocated: () => 50 * MiB, isMounted: (p) => mounted.has(p),
     dirtyBytes: () => o.dirty ?? 0, now: () => (t += 1000),
   });
@@ -105,4 +105,16 @@ test('an unmounted volume is dropped and no longer frozen; new mounts allowed wh
   s.mounted.clear();
   await s.w.poll();
   assert.deepEqual(s.w.report(), []);
+});
+
+test('the critical level has a floor in bytes (the first poll interval of a burst): defaults 256 MiB, 200 ms', () => {
+  assert.equal(SPACE_DEFAULTS.criticalMinMiB, 256);
+  assert.equal(SPACE_DEFAULTS.pollMs, 200);
+  const w = (freeMiB: number) => new SpaceWatcher({
+    backends: { all: () => [], has: () => false } as unknown as BackendRegistry,
+    store: { listVolumes: async () => [] } as unknown as MetadataStore, log: pino({ level: 'silent' }), withLock: (_v, fn) => fn(),
+    settings: SPACE_DEFAULTS, statfs: () => ({ totalBytes: 1000 * MiB, freeBytes: freeMiB * MiB }), allocated: () => 0, isMounted: () => true, dirtyBytes: () => 0,
+  });
+  assert.match(w(200).refuseMount(rec('x'), '/img/x.img') ?? '', /200\.0MiB of 1000\.0MiB free, below the critical level of 256\.0MiB/);
+  assert.equal(w(300).refuseMount(rec('x'), '/img/x.img'), undefined);
 });

@@ -10,18 +10,24 @@ import { human } from '../backends/block/index.js';
 /**
  * Free-space levels of a host filesystem that holds mounted thin images, in percent of its size.
  * Defaults (Ceph's nearfull 0.85 / full 0.95, as free space): warning below 15 % free, critical below
- * 5 % free; thaw when back above critical + 2 %. Polled every 500 ms while thin volumes are mounted.
+ * 5 % free but never below 256 MiB, plus the headroom (see SpaceWatcher); thaw when back above
+ * critical + 2 %. Polled every 200 ms while thin volumes are mounted.
  */
 export interface SpaceSettings {
   readonly warnFreePercent: number;
   readonly criticalFreePercent: number;
+  /**
+   * Floor of the critical level, for the first poll interval of a burst, before its rate is known:
+   * 256 MiB covers a writer at 1.2 GiB/s for one 200 ms interval.
+   */
+  readonly criticalMinMiB: number;
   /** Hysteresis: frozen volumes thaw only when free space is above the critical level plus this. */
   readonly resumeMarginPercent: number;
   /** statfs poll interval while thin volumes are mounted; must be well under the reconcile interval. */
   readonly pollMs: number;
 }
 
-export const SPACE_DEFAULTS: SpaceSettings = { warnFreePercent: 15, criticalFreePercent: 5, resumeMarginPercent: 2, pollMs: 500 };
+export const SPACE_DEFAULTS: SpaceSettings = { warnFreePercent: 15, criticalFreePercent: 5, criticalMinMiB: 256, resumeMarginPercent: 2, pollMs: 200 };
 
 export type SpaceLevel = 'ok' | 'warning' | 'critical';
 
@@ -59,7 +65,8 @@ export interface SpaceWatcherDeps {
 }
 
 interface Watched { readonly vol: VolumeRecord; readonly backend: Backend & ThinSpace; readonly image: string; readonly size: number; readonly dir: string }
-interface FsState { level: SpaceLevel; lastFree?: number; lastAt?: number; rates: number[]; report?: FsReport }
+/** `criticalHeadroom`: the headroom in force when the level became critical, kept until it is left (see measure). */
+interface FsState { level: SpaceLevel; lastFree?: number; lastAt?: number; rates: number[]; report?: FsReport; criticalHeadroom?: number }
 
 /**
  * The space watcher. While thin volumes are mounted it polls (statfs, cheap and synchronous) the free
@@ -79,8 +86,9 @@ interface FsState { level: SpaceLevel; lastFree?: number; lastAt?: number; rates
  * crashed daemon left frozen unless the level is still critical (then it freezes again: idempotent).
  * A stopping daemon leaves frozen volumes frozen; the next start decides. By hand: `fsfreeze -u <mountpoint>`.
  *
- * The critical level is `criticalFreePercent` of the filesystem plus a headroom, so that no write inside
- * a thin volume can fail before writes are stopped: data already accepted by the volume's filesystem
+ * The critical level is `criticalFreePercent` of the filesystem (at least `criticalMinMiB`, which covers
+ * the first poll interval of a burst) plus a headroom, so that no write inside a thin volume can fail
+ * before writes are stopped: data already accepted by the volume's filesystem
  * but still in the page cache (Dirty + Writeback of /proc/meminfo, an upper bound) plus the fastest fall
  * of free space seen in the last polls times two poll intervals, both capped by the holes the mounted thin
  * images can still fill (they can never need more than that).
@@ -199,6 +207,7 @@ export class SpaceWatcher implements SpaceGate {
         if (st.rates.length > 4) st.rates.shift();
       }
       st.lastFree = r.freeBytes; st.lastAt = t;
+      st.criticalHeadroom = r.level === 'critical' ? r.headroomBytes : undefined;
       if (r.level !== st.level) {
         const fields = { op: 'space', dir, level: r.level, freeBytes: r.freeBytes, totalBytes: r.totalBytes, warnBytes: r.warnBytes, criticalBytes: r.criticalBytes, resumeBytes: r.resumeBytes, volumes: r.volumes };
         if (r.level === 'critical') this.d.log.error(fields, `host filesystem of ${dir} is below the critical free-space level (${human(r.freeBytes)} free): stopping writes to its thin volumes`);
@@ -245,11 +254,15 @@ export class SpaceWatcher implements SpaceGate {
     let holes = 0;
     for (const w of vols) holes += Math.max(0, w.size - this.allocated(w.image));
     const rate = st?.rates.length ? Math.max(...st.rates) : 0;
-    const headroomBytes = Math.round(Math.min(holes, this.dirtyBytes() + rate * 2 * s.pollMs));
-    const criticalBytes = Math.round(totalBytes * s.criticalFreePercent / 100) + headroomBytes;
+    // While frozen the dirty data is written out and free space stops falling, so the headroom measured
+    // now would shrink and thaw at once, and writers would resume at their old rate: the headroom in force
+    // when the level became critical stays until the volumes thaw.
+    const wasCritical = st?.level === 'critical';
+    const measured = Math.round(Math.min(holes, this.dirtyBytes() + rate * 2 * s.pollMs));
+    const headroomBytes = wasCritical ? Math.max(measured, st?.criticalHeadroom ?? 0) : measured;
+    const criticalBytes = Math.max(Math.round(totalBytes * s.criticalFreePercent / 100), s.criticalMinMiB * 1024 ** 2) + headroomBytes;
     const warnBytes = Math.max(criticalBytes, Math.round(totalBytes * s.warnFreePercent / 100) + headroomBytes);
     const resumeBytes = criticalBytes + Math.round(totalBytes * s.resumeMarginPercent / 100);
-    const wasCritical = st?.level === 'critical';
     const level: SpaceLevel = freeBytes < criticalBytes || (wasCritical && freeBytes < resumeBytes) ? 'critical' : freeBytes < warnBytes ? 'warning' : 'ok';
     return { dir, totalBytes, freeBytes, level, warnBytes, criticalBytes, resumeBytes, headroomBytes, volumes: vols.map((w) => w.vol.name), at: new Date(this.now()).toISOString() };
   }

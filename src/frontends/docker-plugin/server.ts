@@ -19,27 +19,16 @@ type Handler = (body: unknown) => Promise<string | Buffer>;
 export function dockerPluginHandler(service: VolumeService, log: Logger): (req: IncomingMessage, res: ServerResponse) => void {
   const EMPTY = '{}';
   // With many volumes, encoding List dominates its cost. A store that returns the same frozen
-  // summaries while nothing changed (SqliteStore) gets its encoded answer reused; after a change only
-  // the summaries that are new are encoded (each frozen summary's fragment is kept while it lives).
+  // summaries while nothing changed (SqliteStore) gets its encoded answer reused; after a change (the
+  // store splices its frozen list) only the block of the answer around the change is encoded again.
   let lastList: { src: readonly VolumeSummary[]; body: Buffer } | undefined;
-  const fragments = new WeakMap<VolumeSummary, string>();
   const encodeList = (list: readonly VolumeSummary[]): Buffer => {
     if (lastList?.src === list) return lastList.body;
-    const frozen = Object.isFrozen(list);
-    const parts = new Array<string>(list.length);
-    for (let i = 0; i < list.length; i++) {
-      const v = list[i];
-      let f = frozen ? fragments.get(v) : undefined;
-      if (f === undefined) {
-        f = JSON.stringify({ Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.createdAt });
-        if (frozen && Object.isFrozen(v)) fragments.set(v, f);
-      }
-      parts[i] = f;
-    }
-    const body = Buffer.from(`{"Volumes":[${parts.join(',')}]}`);
-    lastList = frozen ? { src: list, body } : undefined;
+    const body = Object.isFrozen(list) ? blocks.encode(list) : Buffer.from(`{"Volumes":[${list.map(fragment).join(',')}]}`);
+    lastList = Object.isFrozen(list) ? { src: list, body } : undefined;
     return body;
   };
+  const blocks = new ListBlocks();
 
   const routes = new Map<string, Handler>(Object.entries({
     '/Plugin.Activate': async () => '{"Implements":["VolumeDriver"]}',
@@ -80,6 +69,55 @@ function notEmpty(body: unknown): unknown {
     throw new InvalidArgumentError('volume name is missing: the request body is empty. dockerd re-sends a request without its body when the plugin restarted while answering it; Ballast finished or undid the interrupted operation when it started again, so run the docker command again');
   }
   return body;
+}
+
+function fragment(v: VolumeSummary): string {
+  return JSON.stringify({ Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.createdAt });
+}
+
+const OPEN = Buffer.from('{"Volumes":['), CLOSE = Buffer.from(']}'), COMMA = Buffer.from(',');
+
+/**
+ * The encoded List answer kept in blocks of consecutive summaries (about 64 each). A block ends after
+ * a summary whose name hashes to 0 mod 64, so the boundaries depend on the names alone: inserting or
+ * removing one volume changes the one block it falls in, and every other block is reused as it is
+ * (found by its first summary, checked item by item by identity). The summaries must be frozen (they
+ * never change while they live); the cache holds them weakly.
+ */
+export class ListBlocks {
+  private readonly byFirst = new WeakMap<VolumeSummary, { items: readonly VolumeSummary[]; buf: Buffer }>();
+
+  encode(list: readonly VolumeSummary[]): Buffer {
+    const parts: Buffer[] = [OPEN];
+    let i = 0;
+    while (i < list.length) {
+      if (i > 0) parts.push(COMMA);
+      const c = this.byFirst.get(list[i]);
+      if (c && sameRun(list, i, c.items)) { parts.push(c.buf); i += c.items.length; continue; }
+      let j = i;
+      while (j < list.length - 1 && !endsBlock(list[j].name)) j++;
+      const items = list.slice(i, j + 1);
+      const buf = Buffer.from(items.map(fragment).join(','));
+      this.byFirst.set(list[i], { items, buf });
+      parts.push(buf);
+      i = j + 1;
+    }
+    parts.push(CLOSE);
+    return Buffer.concat(parts);
+  }
+}
+
+function sameRun(list: readonly VolumeSummary[], at: number, items: readonly VolumeSummary[]): boolean {
+  if (items.length > list.length - at) return false;
+  for (let k = 0; k < items.length; k++) if (list[at + k] !== items[k]) return false;
+  return true;
+}
+
+/** FNV-1a of the name, low 6 bits zero: about one name in 64 ends a block. */
+function endsBlock(name: string): boolean {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) { h ^= name.charCodeAt(i); h = Math.imul(h, 0x01000193); }
+  return (h & 63) === 0;
 }
 
 function toDocker(v: VolumeInfo) {

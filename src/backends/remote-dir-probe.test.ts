@@ -30,8 +30,10 @@ function fakeHost(vanishAt: 'probe' | 'after-probe' | 'never', probeAnswer: { co
       return mounted.has(p) ? entry(p) : undefined;
     },
   };
+  const hooks: { onStat?: () => Promise<void> } = {};
   const exec: Exec = async (argv) => {
     calls.push(argv[0]);
+    if (argv[0] === 'stat' && hooks.onStat) await hooks.onStat();
     if (argv[0] === 's3fs') { mounted.add(argv[2]); return { code: 0, stdout: '', stderr: '' }; }
     if (argv[0] === 'stat') {
       statsOfShare++;
@@ -47,7 +49,7 @@ function fakeHost(vanishAt: 'probe' | 'after-probe' | 'never', probeAnswer: { co
   const b = new RemoteDirBackend('s3', s3Fs('s3', { url: 'http://127.0.0.1:7480', bucket: 'b1', passwdFile: '/etc/ballast/s3.passwd', mountTimeoutSec: 5 }), ctx);
   const vol: VolumeRecord = { name: 'v1', backend: 's3', spec: { existing: false }, mountpoint: b.place('v1').mountpoint, createdAt: '', state: 'creating', details: {} };
   const tmpDir = join(root, 'backends', 's3', 'tmp');
-  return { root, b, vol, calls, mounted, tmpDir, done: () => rmSync(root, { recursive: true, force: true }) };
+  return { root, b, vol, calls, mounted, mounts, hooks, tmpDir, done: () => rmSync(root, { recursive: true, force: true }) };
 }
 
 test('remote dir: a client that mounts and then exits (server down) fails create, and nothing lands in the local directory', async () => {
@@ -85,5 +87,30 @@ test('remote dir: a client that answers is handed out; create makes the director
     // The probe, then the look-up and the mkdir of the volume's directory, each in a child process.
     assert.deepEqual(h.calls, ['s3fs', 'stat', 'stat', 'mkdir', 'umount']);
     assert.deepEqual(readdirSync(h.tmpDir), [], 'the temporary share mountpoint is gone');
+  } finally { h.done(); }
+});
+
+test('remote dir: leftovers under tmp/ are orphans cleaned on every pass (autoClean); the share mount of a create in progress is not one', async () => {
+  const h = fakeHost('never');
+  try {
+    mkdirSync(h.tmpDir, { recursive: true });
+    const empty = join(h.tmpDir, 'share-000000000001');
+    const dead = join(h.tmpDir, 'share-000000000002');
+    mkdirSync(empty);
+    mkdirSync(dead);
+    h.mounted.add(dead);
+    const snap = async () => ({ mounts: await h.mounts.list(), loops: [] });
+    const found = await h.b.findOrphans(new Set(), await snap());
+    assert.deepEqual(found.map((o) => [o.path, o.kind, o.cleanable, o.autoClean]), [[empty, 'directory', true, true], [dead, 'mount', true, true]]);
+    // While a create has its share mounted, that mount is not a leftover.
+    let during: string[] = [];
+    h.hooks.onStat = async () => { during = (await h.b.findOrphans(new Set(), await snap())).map((o) => o.path); };
+    await h.b.provision(h.vol);
+    h.hooks.onStat = undefined;
+    assert.deepEqual(during, [empty, dead], 'only the old leftovers while the create runs');
+    for (const o of found) await h.b.cleanOrphan(o);
+    assert.equal(h.mounted.size, 0, 'the leftover mount is detached');
+    assert.deepEqual(readdirSync(h.tmpDir), [], 'and the directories are gone');
+    await assert.rejects(h.b.cleanOrphan({ ...found[0], path: '/etc' }), /not a temporary share mountpoint/);
   } finally { h.done(); }
 });

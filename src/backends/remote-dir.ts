@@ -161,7 +161,9 @@ export class RemoteDirBackend implements Backend, HealthChecker, OrphanFinder {
     try {
       await mountAndVerify(this.ctx.exec, this.ctx.mounts, this.fs.mountArgv(sub, mp, spec), mp, this.fs.mountTimeoutMs);
     } catch (e) {
-      throw new UnavailableError(`${this.fs.label}: could not mount ${sub || 'the share'}: ${(e as Error).message}`, { cause: e });
+      const m = (e as Error).message;
+      const hint = /timed out/.test(m) ? '; is the server up and reachable?' : '';
+      throw new UnavailableError(`${this.fs.label}: could not mount ${sub || 'the share'}: ${m}${hint}`, { cause: e });
     }
     // A client that mounted but cannot reach its server (s3fs exits a moment later) must not be handed out.
     const probe = await serverAnswers(this.ctx.exec, mp, Math.max(5_000, this.fs.mountTimeoutMs - (Date.now() - t0)));
@@ -216,10 +218,15 @@ export class RemoteDirBackend implements Backend, HealthChecker, OrphanFinder {
     if (!(await this.ctx.mounts.at(mp))) await rmdir(mp).catch(() => undefined);
     const spec = this.specOf(vol);
     if (spec.existing) return; // adopted data is never deleted
-    await this.withShareRoot(async (root) => {
-      await rmTreeChild(this.ctx.exec, within(root, spec.dir), RM_TIMEOUT_MS).catch((e) => { throw this.fsError(`delete the directory ${spec.dir} of volume ${vol.name}`, e); });
-      await this.assertMounted(root);
-    });
+    try {
+      await this.withShareRoot(async (root) => {
+        await rmTreeChild(this.ctx.exec, within(root, spec.dir), RM_TIMEOUT_MS).catch((e) => { throw this.fsError(`delete the directory ${spec.dir} of volume ${vol.name}`, e); });
+        await this.assertMounted(root);
+      });
+    } catch (e) {
+      if (!(e instanceof UnavailableError)) throw e;
+      throw new UnavailableError(`${e.message}. Volume ${vol.name} is kept, with its directory ${spec.dir} on the share; remove it again once the server answers`, { cause: e });
+    }
   }
 
   async publish(vol: VolumeRecord): Promise<void> {

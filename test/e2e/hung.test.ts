@@ -293,6 +293,46 @@ describe('hung servers and hung clients (e2e)', () => {
     });
   }
 
+  for (const kind of ['ssh', 'gluster'] as const) {
+    const what = kind === 'ssh' ? 'the sshd' : 'the gluster brick';
+    const comm = kind === 'ssh' ? 'sshfs' : 'glusterfs';
+    test(`(3b) ${kind}: a mounted volume whose server (${what}) is stopped unmounts within ${UNMOUNT_BOUND_MS / 1000} s; Remove is refused in time and keeps the data until the server answers`, { skip: SKIP[kind] ?? false, timeout: 120_000 }, async () => {
+      const vol = volName(`${kind}-s`);
+      await ok('Create', { Name: vol, Opts: { backend: kind } });
+      const id = mountId();
+      const mp = String((await ok('Mount', { Name: vol, ID: id })).body.Mountpoint);
+      const w = await run(['sh', '-c', `echo kept > "${mp}/f"`], { timeoutMs: 10_000 });
+      assert.equal(w.code, 0, w.stderr);
+      const client = clientOf(mp, comm);
+      const target = kind === 'ssh' ? [sshd!.pid(), ...descendants(sshd!.pid())] : gluster!.brickPids();
+      stop(target);
+      try {
+        const u = await call('Unmount', { Name: vol, ID: id });
+        note(`${kind} stopped server: Unmount of a mounted volume answered in ${Math.round(u.ms)} ms (${u.err ? `error: ${u.err}` : 'ok'})`);
+        assert.equal(u.err, '', 'Unmount succeeds');
+        assert.ok(u.ms < UNMOUNT_BOUND_MS, `Unmount took ${Math.round(u.ms)} ms`);
+        assert.deepEqual(mountsAt(mp), [], 'the mount is detached');
+        await waitFor(() => gone(client), `the ${comm} client (pid ${client}) to be gone`, 5_000);
+        // Ballast cannot see the share: it deletes nothing and says so.
+        const r = await call('Remove', { Name: vol });
+        note(`${kind} stopped server: Remove answered in ${Math.round(r.ms)} ms: ${r.err || 'ok'}`);
+        assert.match(r.err, label(kind));
+        assert.match(r.err, /could not mount the share|did not answer/);
+        assert.ok(r.ms < MOUNT_TIMEOUT_SEC * 1000 + HUNG_SLACK_MS, `Remove took ${Math.round(r.ms)} ms`);
+        assert.equal(readFileSync(join(onServer(kind, vol), 'f'), 'utf8'), 'kept\n', 'the data is kept');
+        assert.deepEqual(tmpEntries(kind), []);
+        assert.deepEqual(clientsUnderRoot(), []);
+      } finally {
+        cont(target);
+      }
+      let last = '';
+      await waitFor(async () => { last = (await call('Remove', { Name: vol })).err; return !last; }, `removal of ${vol} once the server answers`, 30_000, 1_000)
+        .catch((e: Error) => { throw new Error(`${e.message}; last error: ${last}; server log: ${serverLog(kind)}`); });
+      volumes.delete(vol);
+      assert.ok(!existsSync(onServer(kind, vol)));
+    });
+  }
+
   test('(4) nothing is left behind; after a restart the reconciler cleans a leftover tmp share mount of a hung client', { skip: SKIP.ssh ?? false, timeout: 120_000 }, async () => {
     assert.deepEqual(mountsUnderRoot().map((m) => m.mountpoint), [], 'no mount under the root');
     assert.deepEqual(clientsUnderRoot(), [], 'no FUSE client under the root');

@@ -131,8 +131,9 @@ export class RemoteDirBackend implements Backend, HealthChecker, OrphanFinder {
   async findOrphans(_known: ReadonlySet<string>, snap: HostSnapshot): Promise<Orphan[]> {
     const tmp = this.tmpDir;
     // readdir of the local tmp directory reads names only (no stat of a possibly hung mount below it).
-    const paths = new Set((await readdir(tmp).catch(() => [] as string[])).map((n) => within(tmp, n)));
-    for (const m of snap.mounts) if (m.mountpoint.startsWith(`${tmp}/`) && !m.mountpoint.slice(tmp.length + 1).includes('/')) paths.add(m.mountpoint);
+    const ours = (p: string) => p.startsWith(`${tmp}/share-`) && !p.slice(tmp.length + 1).includes('/');
+    const paths = new Set((await readdir(tmp).catch(() => [] as string[])).map((n) => within(tmp, n)).filter(ours));
+    for (const m of snap.mounts) if (ours(m.mountpoint)) paths.add(m.mountpoint);
     const out: Orphan[] = [];
     for (const path of [...paths].sort()) {
       if (this.active.has(path)) continue;
@@ -149,7 +150,7 @@ export class RemoteDirBackend implements Backend, HealthChecker, OrphanFinder {
 
   async cleanOrphan(o: Orphan): Promise<void> {
     const tmp = this.tmpDir;
-    if (o.backend !== this.name || !o.path.startsWith(`${tmp}/share-`) || o.path.slice(tmp.length + 1).includes('/')) {
+    if (o.backend !== this.name || !o.path.startsWith(`${tmp}/share-`) || o.path.slice(tmp.length + 1).includes('/') || o.path.includes('/../')) {
       throw new Error(`${o.path} is not a temporary share mountpoint of backend ${this.name}`);
     }
     if (this.active.has(o.path)) return;
@@ -169,7 +170,9 @@ export class RemoteDirBackend implements Backend, HealthChecker, OrphanFinder {
     const probe = await serverAnswers(this.ctx.exec, mp, Math.max(5_000, this.fs.mountTimeoutMs - (Date.now() - t0)));
     const still = await this.ctx.mounts.at(mp);
     if (!probe.ok || !still) {
-      await unmountAndWait(this.ctx.exec, this.ctx.mounts, mp).catch(() => undefined);
+      // Nobody uses the mount yet: if it does not unmount cleanly it is detached and its client ended,
+      // so a later publish does not find it mounted and hand it out.
+      await unmountAndWait(this.ctx.exec, this.ctx.mounts, mp).catch(() => forceDetach(this.ctx.exec, this.ctx.mounts, mp)).catch(() => undefined);
       throw new UnavailableError(`${this.fs.label}: mounted ${sub || 'the share'} but the server did not answer through it (${probe.reason ?? 'the client exited'}); is the server up and reachable?`);
     }
   }

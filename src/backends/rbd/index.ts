@@ -6,7 +6,7 @@ import { checkOptionKeys } from '../options.js';
 import { ConfigReader } from '../config-values.js';
 import { formatSize, parseSize } from '../../core/validate.js';
 import { within } from '../../host/paths.js';
-import { forceDetach, mountAlive, mountAndVerify, unmountAndWait } from '../../host/fuse.js';
+import { forceDetach, mountAlive, mountAndVerify, processesMentioning, unmountAndWait } from '../../host/fuse.js';
 import { execBounded } from '../../host/fs-child.js';
 import { FSTYPES, MIN_SIZE, type FsType, makeFilesystem, mountImage, probeSignature } from '../../host/blockdev.js';
 import { MOUNT_OPTION_ALLOWLIST, parseFsMountOptions } from '../block/index.js';
@@ -22,6 +22,9 @@ const OPTIONS: readonly OptionDoc[] = [
 interface RbdSpec { image?: string; size?: number; fstype: FsType; mountopts: string[]; existing: boolean }
 interface RbdLock { id: string; locker: string; address: string }
 
+/** How long the filesystem's own umount may take (it flushes through rbd-fuse) before rbd-fuse counts as hung. */
+const FS_UMOUNT_MS = 8_000;
+
 /**
  * Ceph RBD: each volume is an RBD image. This kernel has no rbd module, so an image is attached
  * through rbd-fuse (one FUSE daemon per volume, exposing the image as a file) and an autoclear loop
@@ -30,9 +33,6 @@ interface RbdLock { id: string; locker: string; address: string }
  * second host is refused read-write and told which node holds it. (Expiry and fencing of a dead
  * node's lock belong to cluster mode.)
  */
-/** How long the filesystem's own umount may take (it flushes through rbd-fuse) before rbd-fuse counts as hung. */
-const FS_UMOUNT_MS = 8_000;
-
 export class RbdBackend implements Backend, HealthChecker {
   readonly type = 'rbd';
   readonly shareable = false;
@@ -94,9 +94,20 @@ export class RbdBackend implements Backend, HealthChecker {
     return within(dir, this.imageOf(vol));
   }
 
-  /** Bounded (UNMOUNT_BOUNDS): a dead or hung rbd-fuse is detached lazily and ended, never stat'ed. */
+  /**
+   * Bounded (UNMOUNT_BOUNDS): a hung rbd-fuse is detached lazily and ended. A busy mount with no
+   * rbd-fuse left is a dead client whose image a loop device still holds (see detachIfDead): detached
+   * lazily too. Read from the mount table and /proc, never by a stat of the mount.
+   */
   private async detach(vol: VolumeRecord): Promise<void> {
-    await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol));
+    const dir = this.fuseDirOf(vol);
+    try {
+      await unmountAndWait(this.ctx.exec, this.ctx.mounts, dir);
+    } catch (e) {
+      if (!/busy/i.test((e as Error).message) || (await processesMentioning(dir)).length > 0) throw e;
+      this.ctx.log.warn({ mountpoint: dir }, 'rbd-fuse is gone; detaching its dead mount lazily');
+      await forceDetach(this.ctx.exec, this.ctx.mounts, dir);
+    }
   }
 
   /**

@@ -66,12 +66,12 @@ volume.command('ls').alias('list')
     if (o.json) { console.log(JSON.stringify(volumes, null, 2)); return; }
     // Block volumes: how they are provisioned, what their image holds on the host (allocated) and what
     // their filesystem uses (only while mounted).
-    const rows = [['NAME', 'BACKEND', 'TYPE', 'SIZE', 'PROVISIONING', 'ALLOCATED', 'USED', 'MOUNTS', 'STATE', 'CREATED']];
+    const rows = [['NAME', 'BACKEND', 'TYPE', 'SIZE', 'MOUNTS', 'STATE', 'PROVISIONING', 'ALLOCATED', 'USED', 'CREATED']];
     const cell = (x: unknown) => (x === undefined || x === null ? '-' : String(x));
     for (const v of volumes) {
       const s = v.status;
       const prov = s.provisioning === undefined ? '-' : `${String(s.provisioning)}${s.frozen ? ' (frozen)' : ''}`;
-      rows.push([v.name, v.backend, v.type, cell(s.size), prov, cell(s.allocated), cell(s.used), String(v.mounts), v.state, v.createdAt]);
+      rows.push([v.name, v.backend, v.type, cell(s.size), String(v.mounts), v.state, prov, cell(s.allocated), cell(s.used), v.createdAt]);
     }
     console.log(table(rows));
   });

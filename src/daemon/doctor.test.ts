@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { reconcilerChecks } from './doctor.js';
+import { reconcilerChecks, spaceCheck } from './doctor.js';
 import { Reconciler } from '../reconciler/index.js';
 import { VolumeService } from '../core/service.js';
 import { MemoryStore } from '../store/memory.js';
@@ -41,4 +41,15 @@ test('doctor names damaged records (and says none when there are none); the pass
   assert.ok(c && !c.ok && !c.warn, 'a damaged record fails doctor');
   assert.match(c.detail, /^broken: the stored record does not decode \(Unexpected token\)\. Ballast will not mount, format or delete/);
   await assert.rejects(svc.mount('broken', 'm1'), /damaged.*see ballast doctor/);
+});
+
+test('thin volume space: ok with nothing mounted, warn below the warning level, fails when critical and names the frozen volumes', () => {
+  assert.deepEqual(spaceCheck([]), { name: 'thin volume space', ok: true, detail: 'no thin volumes mounted' });
+  const r = { dir: '/img', totalBytes: 100 * 1048576, freeBytes: 10 * 1048576, warnBytes: 15 * 1048576, criticalBytes: 5 * 1048576, resumeBytes: 7 * 1048576, headroomBytes: 0, volumes: ['a', 'b'], frozen: [] as string[], at: '' };
+  const w = spaceCheck([{ ...r, level: 'warning' }]);
+  assert.equal(w.ok, true); assert.equal(w.warn, true);
+  assert.match(w.detail, /\/img: 10\.0MiB of 100\.0MiB free \(warning; warning below 15\.0MiB, critical below 5\.0MiB\), thin volumes a, b\. Free space/);
+  const c = spaceCheck([{ ...r, freeBytes: 4 * 1048576, level: 'critical', frozen: ['a', 'b'] }]);
+  assert.equal(c.ok, false);
+  assert.match(c.detail, /frozen: a, b \(their writers wait until more than 7\.0MiB is free\)/);
 });

@@ -64,6 +64,8 @@ export interface SpaceWatcherDeps {
   readonly now?: () => number;
 }
 
+const FREEZE_PARALLEL = 8;
+
 interface Watched { readonly vol: VolumeRecord; readonly backend: Backend & ThinSpace; readonly image: string; readonly size: number; readonly dir: string }
 /** `criticalHeadroom`: the headroom in force when the level became critical, kept until it is left (see measure). */
 interface FsState { level: SpaceLevel; lastFree?: number; lastAt?: number; rates: number[]; report?: FsReport; criticalHeadroom?: number }
@@ -196,7 +198,7 @@ export class SpaceWatcher implements SpaceGate {
       if (l) l.push(w); else byDir.set(w.dir, [w]);
     }
     for (const dir of [...this.fs.keys()]) if (!byDir.has(dir)) this.fs.delete(dir);
-    const work: Promise<void>[] = [];
+    const work: (() => Promise<void>)[] = [];
     for (const [dir, vols] of byDir) {
       const st = this.fs.get(dir) ?? { level: 'ok' as SpaceLevel, rates: [] };
       this.fs.set(dir, st);
@@ -216,12 +218,15 @@ export class SpaceWatcher implements SpaceGate {
         st.level = r.level;
       }
       for (const w of vols) {
-        if (r.level === 'critical' && !this.frozen.has(w.vol.name)) work.push(this.setFrozen(w, true));
-        else if (r.level !== 'critical' && (this.frozen.has(w.vol.name) || this.unknown.has(w.vol.name))) work.push(this.setFrozen(w, false));
+        if (r.level === 'critical' && !this.frozen.has(w.vol.name)) work.push(() => this.setFrozen(w, true));
+        else if (r.level !== 'critical' && (this.frozen.has(w.vol.name) || this.unknown.has(w.vol.name))) work.push(() => this.setFrozen(w, false));
       }
       st.report = { ...r, frozen: vols.filter((w) => this.frozen.has(w.vol.name)).map((w) => w.vol.name) };
     }
-    await Promise.all(work);
+    // A few at a time: after an upgrade every old (sparse, so thin) mounted volume gets a precautionary thaw.
+    await Promise.all(Array.from({ length: Math.min(FREEZE_PARALLEL, work.length) }, async () => {
+      for (let job = work.shift(); job; job = work.shift()) await job();
+    }));
     for (const [dir, vols] of byDir) {
       const st = this.fs.get(dir);
       if (st?.report) st.report = { ...st.report, frozen: vols.filter((w) => this.frozen.has(w.vol.name)).map((w) => w.vol.name) };

@@ -131,7 +131,7 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
     const thinText = `${t.count} thin volume${t.count === 1 ? '' : 's'} there ${t.count === 1 ? 'is' : 'are'} promised ${human(t.outstanding)} more than ${t.count === 1 ? 'it uses' : 'they use'}`;
     if (mode === 'thick') {
       if (size > free) {
-        throw new ResourceExhaustedError(`a thick block volume of ${human(size)} does not fit: only ${human(free)} is free on ${where}. Free space there, or ask for less`);
+        throw new ResourceExhaustedError(`size ${human(size)} is more than the ${human(free)} free in ${this.imageDir}: a thick block volume is allocated in full at create. Free space on that filesystem, ask for less, or use -o provisioning=thin`);
       }
       if (t.outstanding > (free - size) * ratio) {
         throw new ResourceExhaustedError(`a thick block volume of ${human(size)} would leave ${human(free - size)} free on ${where}, but ${thinText} (overcommit ratio ${ratio} allows ${human(Math.max(0, (free - size) * ratio))}); free space there, or shrink or remove thin volumes`);

@@ -199,7 +199,9 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
         await makeFilesystem(this.ctx.exec, spec.fstype, image, vol.name);
         // mke2fs zeroes ranges with FALLOC_FL_PUNCH_HOLE where ZERO_RANGE is missing (tmpfs): fill those
         // holes again (allocation never changes what the image reads).
-        if (mode === 'thick') await allocateFile(this.ctx.exec, image, spec.size, true).catch(async (e) => { throw await this.allocationError(vol, image, e); });
+        if (mode === 'thick' && (await stat(image)).blocks * 512 < spec.size) {
+          await allocateFile(this.ctx.exec, image, spec.size, true).catch(async (e) => { throw await this.allocationError(vol, image, e); });
+        }
       } catch (e) {
         if (!adopted) await rm(image, { force: true }); // only the image this call made
         throw e;

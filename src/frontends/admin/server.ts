@@ -49,7 +49,7 @@ export function adminHandler(d: AdminDeps): (req: IncomingMessage, res: ServerRe
       send(res, 404, JSON_CT, JSON.stringify({ error: `unknown endpoint ${req.method} ${String(req.url).slice(0, 200)}`, code: 'NotFound' }));
       return;
     }
-    if (req.method === 'GET' || req.method === 'DELETE') req.resume();
+    if (!(req.method === 'POST' && path === '/v1/volumes')) req.resume(); // only create reads a body
     route(req, param).then(
       (a) => {
         if (a.status === 204) { res.writeHead(204); res.end(); return; }

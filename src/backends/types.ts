@@ -100,8 +100,11 @@ export interface Backend {
   readonly optionDocs: readonly OptionDoc[];
   /** Validates the per-volume options (everything but `backend`) into a normalized spec; rejects unknown keys. */
   parseOptions(opts: Readonly<Record<string, string>>): Record<string, unknown>;
-  /** Checks that a volume with this spec can be created now (free space...), before anything is written. */
-  checkCreate?(spec: Readonly<Record<string, unknown>>): Promise<void>;
+  /**
+   * Checks that a volume with this spec can be created now (free space, thin overcommit...), before
+   * anything is written. `others` are the backend's existing records (their recorded paths and specs).
+   */
+  checkCreate?(spec: Readonly<Record<string, unknown>>, others: readonly VolumeRecord[]): Promise<void>;
   /** Paths a volume created now would get (see Placement); pure, no I/O. */
   place(name: string): Placement;
   provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>>;
@@ -127,6 +130,39 @@ export interface HealthChecker {
 
 export function canCheckHealth(b: Backend): b is Backend & HealthChecker {
   return typeof (b as Partial<HealthChecker>).checkHealth === 'function';
+}
+
+/**
+ * What the space watcher (src/reconciler/space.ts) offers a backend with thin volumes: it says whether a
+ * new mount must wait for space, and learns which thin volumes are mounted.
+ */
+export interface SpaceGate {
+  /** A sentence when a new mount of this thin volume must be refused now (its host filesystem is below the critical level). */
+  refuseMount(vol: VolumeRecord, image: string): string | undefined;
+  /** Is the volume frozen by the watcher (writes wait for space)? */
+  isFrozen(volume: string): boolean;
+  /** A sentence for Status when the volume's host filesystem is below the warning or critical level. */
+  note(volume: string): string | undefined;
+  published(vol: VolumeRecord): void;
+  unpublished(vol: VolumeRecord): void;
+}
+
+/**
+ * Optional ability: thin-provisioned volumes (sparse images on a host filesystem) whose writes the space
+ * watcher can stop (freeze) and resume (thaw) when that filesystem runs low.
+ */
+export interface ThinSpace {
+  /** The volume's sparse image and its promised size; undefined for a thick volume. */
+  thinImage(vol: VolumeRecord): { readonly image: string; readonly size: number } | undefined;
+  /** Stops writes to the mounted volume (writers wait); already frozen is success. */
+  freeze(vol: VolumeRecord): Promise<void>;
+  /** Lets writes resume; not frozen is success. */
+  thaw(vol: VolumeRecord): Promise<void>;
+  setSpaceGate(gate: SpaceGate): void;
+}
+
+export function hasThinSpace(b: Backend): b is Backend & ThinSpace {
+  return typeof (b as Partial<ThinSpace>).thinImage === 'function' && typeof (b as Partial<ThinSpace>).setSpaceGate === 'function';
 }
 
 export interface BackendFactory {

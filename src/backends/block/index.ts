@@ -188,7 +188,7 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
         await allocateFile(this.ctx.exec, image, spec.size, adopted && !empty);
       } catch (e) {
         if (!adopted) await rm(image, { force: true }); // only the image this call made
-        throw await this.allocationError(vol, image, e);
+        throw await this.allocationError(vol, image, e, adopted);
       }
     }
     this.ctx.fault?.('block.image-created');
@@ -200,7 +200,7 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
         // mke2fs zeroes ranges with FALLOC_FL_PUNCH_HOLE where ZERO_RANGE is missing (tmpfs): fill those
         // holes again (allocation never changes what the image reads).
         if (mode === 'thick' && (await stat(image)).blocks * 512 < spec.size) {
-          await allocateFile(this.ctx.exec, image, spec.size, true).catch(async (e) => { throw await this.allocationError(vol, image, e); });
+          await allocateFile(this.ctx.exec, image, spec.size, true).catch(async (e) => { throw await this.allocationError(vol, image, e, adopted); });
         }
       } catch (e) {
         if (!adopted) await rm(image, { force: true }); // only the image this call made
@@ -214,12 +214,12 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
     return { image, formatted: true, provisioning: mode, ...(adopted ? { adopted: true } : {}) };
   }
 
-  private async allocationError(vol: VolumeRecord, image: string, e: unknown): Promise<Error> {
+  private async allocationError(vol: VolumeRecord, image: string, e: unknown, adopted: boolean): Promise<Error> {
     const stderr = e instanceof ExecError ? e.result?.stderr ?? '' : '';
     const dir = dirname(image);
     if (/no space left/i.test(stderr)) {
       const s = await statfs(dir).catch(() => undefined);
-      return new ResourceExhaustedError(`volume ${vol.name} needs ${human((vol.spec as unknown as BlockSpec).size)} on the filesystem of ${dir}, but only ${s ? human(s.bavail * s.bsize) : 'less'} is free now (something else took space since the check); nothing was left behind. Free space there, or ask for less`, { cause: e });
+      return new ResourceExhaustedError(`volume ${vol.name} needs ${human((vol.spec as unknown as BlockSpec).size)} on the filesystem of ${dir}, but only ${s ? human(s.bavail * s.bsize) : 'less'} is free now (something else took space since the check); ${adopted ? `the image that was there is kept as it was` : 'nothing was left behind'}. Free space there, or ask for less`, { cause: e });
     }
     if (/not supported/i.test(stderr)) {
       return new FailedPreconditionError(`the filesystem of ${dir} cannot allocate images in advance (fallocate is not supported there), so volume ${vol.name} cannot be thick; create it with -o provisioning=thin, or put imageDir on ext4, xfs, btrfs or tmpfs`, { cause: e });

@@ -7,7 +7,9 @@ import { InvalidArgumentError } from '../../core/errors.js';
 
 export const PLUGIN_CT = 'application/vnd.docker.plugins.v1.2+json';
 
-type Handler = (body: unknown) => Promise<string | Buffer>;
+/** An answer in pieces, written with one writev (a List of many volumes is never copied into one buffer). */
+interface Chunks { readonly parts: readonly Buffer[]; readonly length: number }
+type Handler = (body: unknown) => Promise<string | Buffer | Chunks>;
 
 /**
  * The Docker Volume Plugin protocol (legacy plugins, v1.2): POST /Plugin.Activate and
@@ -21,8 +23,8 @@ export function dockerPluginHandler(service: VolumeService, log: Logger): (req: 
   // With many volumes, encoding List dominates its cost. A store that returns the same frozen
   // summaries while nothing changed (SqliteStore) gets its encoded answer reused; after a change (the
   // store splices its frozen list) only the block of the answer around the change is encoded again.
-  let lastList: { src: readonly VolumeSummary[]; body: Buffer } | undefined;
-  const encodeList = (list: readonly VolumeSummary[]): Buffer => {
+  let lastList: { src: readonly VolumeSummary[]; body: Chunks | Buffer } | undefined;
+  const encodeList = (list: readonly VolumeSummary[]): Chunks | Buffer => {
     if (lastList?.src === list) return lastList.body;
     const body = Object.isFrozen(list) ? blocks.encode(list) : Buffer.from(`{"Volumes":[${list.map(fragment).join(',')}]}`);
     lastList = Object.isFrozen(list) ? { src: list, body } : undefined;
@@ -55,7 +57,14 @@ export function dockerPluginHandler(service: VolumeService, log: Logger): (req: 
       send(res, 404, PLUGIN_CT, JSON.stringify({ Err: `unknown endpoint ${req.method} ${String(req.url).slice(0, 200)}; this is a Docker volume plugin (VolumeDriver.*)` }));
       return;
     }
-    readJsonBody(req).then(route).then((body) => send(res, 200, PLUGIN_CT, body), (e) => fail(req, res, e));
+    readJsonBody(req).then(route).then((body) => {
+      if (typeof body === 'string' || Buffer.isBuffer(body)) { send(res, 200, PLUGIN_CT, body); return; }
+      res.writeHead(200, { 'content-type': PLUGIN_CT, 'content-length': body.length });
+      res.cork();
+      for (const p of body.parts) res.write(p);
+      res.uncork();
+      res.end();
+    }, (e) => fail(req, res, e));
   };
 }
 
@@ -87,7 +96,7 @@ const OPEN = Buffer.from('{"Volumes":['), CLOSE = Buffer.from(']}'), COMMA = Buf
 export class ListBlocks {
   private readonly byFirst = new WeakMap<VolumeSummary, { items: readonly VolumeSummary[]; buf: Buffer }>();
 
-  encode(list: readonly VolumeSummary[]): Buffer {
+  encode(list: readonly VolumeSummary[]): Chunks {
     const parts: Buffer[] = [OPEN];
     let i = 0;
     while (i < list.length) {
@@ -103,7 +112,9 @@ export class ListBlocks {
       i = j + 1;
     }
     parts.push(CLOSE);
-    return Buffer.concat(parts);
+    let length = 0;
+    for (const p of parts) length += p.length;
+    return { parts, length };
   }
 }
 

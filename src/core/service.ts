@@ -60,7 +60,7 @@ export class VolumeService {
         // A create that crashed half-way: finish it (provision is idempotent).
         return this.info(await this.finishCreate(existing, true));
       }
-      await backend.checkCreate?.(spec);
+      if (backend.checkCreate) await backend.checkCreate(spec, (await this.d.store.listVolumes()).filter((r) => r.backend === backendName && r.state !== 'damaged'));
       // Paths are chosen now, from the current config, and from here on read from the record only.
       const placement = backend.place(vname);
       const rec: VolumeRecord = {
@@ -118,25 +118,24 @@ export class VolumeService {
     return this.op('mount', vname, undefined, () => this.lock.run(vname, async () => {
       const rec = await this.ready(vname);
       const backend = this.d.backends.get(rec.backend);
-      // Journal first: a crash before the ledger commit leaves this intent, and recovery rolls it back.
-      const op = await this.d.store.beginOp({ volume: vname, op: 'mount', mountId: mid });
+      // A full state directory refuses new references before anything is written: what space is left
+      // (and the store's reserve) is kept for Unmount and the journal.
+      this.d.store.assertRoom?.(`mounting volume ${vname}`);
+      // Nothing is journaled before publish: a crash during or after it, before the ledger commit,
+      // leaves a volume published without a new reference, which the start-up reconcile unpublishes
+      // when nothing else references it (what recovery of a journaled intent would have left it to do).
       this.fault('mount.intent');
-      try {
-        // Publish is idempotent and reads the real mount table, so a volume unmounted behind our back
-        // (or never mounted after a restart) is mounted again even when the ledger has references.
-        await backend.publish(rec);
-      } catch (e) {
-        await this.d.store.endOp(op);
-        throw e;
-      }
+      // Publish is idempotent and reads the real mount table, so a volume unmounted behind our back
+      // (or never mounted after a restart) is mounted again even when the ledger has references.
+      await backend.publish(rec);
       this.fault('mount.published');
-      // The ledger entry, and in the same transaction the journal entry becomes its undo. Until it is
-      // ended below, just before the answer goes out, a crash means the caller never learnt of this
-      // mount (dockerd re-sends the interrupted request without its body, which fails): recovery drops
-      // the reference again, so it cannot leak, and a caller that retries in full mounts afresh.
-      await this.d.store.commitMount(vname, mid, op);
+      // The ledger entry and, in the same transaction, its undo in the journal. Until the undo is ended
+      // below, just before the answer goes out, a crash means the caller never learnt of this mount
+      // (dockerd re-sends the interrupted request without its body, which fails): recovery drops the
+      // reference again, so it cannot leak, and a caller that retries in full mounts afresh.
+      const { undo } = await this.d.store.addMountWithUndo(vname, mid);
       this.fault('mount.ledger');
-      await this.d.store.endOp(op);
+      await this.d.store.endOp(undo);
       return rec.mountpoint;
     }));
   }

@@ -4,6 +4,7 @@ import pino, { type Logger } from 'pino';
 import type { Config } from '../config/index.js';
 import { driverName } from '../config/index.js';
 import { SqliteStore } from '../store/sqlite.js';
+import { StoreReserve } from '../store/reserve.js';
 import type { MetadataStore } from '../store/types.js';
 import { BackendRegistry } from '../backends/registry.js';
 import { localFactory } from '../backends/local/index.js';
@@ -19,7 +20,8 @@ import { hostExec, type Exec } from '../host/exec.js';
 import { ProcMountTable, type MountTable } from '../host/mountinfo.js';
 import { prepareSocketPath, restrictSocket } from '../host/socket.js';
 import { buildApi } from '../frontends/api.js';
-import { hostChecks, placementCheck, pluginChecks, reconcilerChecks } from './doctor.js';
+import { hostChecks, placementCheck, pluginChecks, reconcilerChecks, spaceCheck } from './doctor.js';
+import { SpaceWatcher } from '../reconciler/space.js';
 import { UnavailableError } from '../core/errors.js';
 import { faultInjector } from '../core/faults.js';
 import { Reconciler } from '../reconciler/index.js';
@@ -52,13 +54,17 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
 
   const t0 = performance.now();
   const fault = faultInjector(config.faults);
-  const store = o.store ?? new SqliteStore(join(config.root, 'ballast.db'));
+  // Space kept for the store's own writes on a full disk (Unmount, journal, ledger); doctor reports its use.
+  const reserve = o.store ? undefined : new StoreReserve(config.root);
+  const store = o.store ?? new SqliteStore(join(config.root, 'ballast.db'), { reserve });
   const backends = new BackendRegistry()
     .registerType(localFactory).registerType(blockFactory)
     .registerType(sshfsFactory).registerType(glusterfsFactory).registerType(nfsFactory).registerType(s3Factory)
     .registerType(cephfsFactory).registerType(rbdFactory)
     .instantiate(config.backends, { root: config.root, exec, mounts, log, fault, node: config.node });
   const service = new VolumeService({ store, backends, log, node: config.node, defaultBackend: config.defaultBackend, fault });
+  // Registers itself as the space gate of backends with thin volumes, before recovery mounts anything.
+  const space = new SpaceWatcher({ backends, store, withLock: (v, fn) => service.withLock(v, fn), log, settings: config.space });
   const docker = o.docker === null ? undefined : (o.docker ?? new DockerEngineApi(config.dockerHost, 3000));
   const reconciler = new Reconciler({
     service, store, backends, mounts, loops: () => allLoopDevices(exec), docker, driver: driverName(config.socket), log, node: config.node,
@@ -81,6 +87,8 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
         ...(await hostChecks(exec)), ...(await pluginChecks(config.socket, config.dockerHost)),
         ...reconcilerChecks(reconciler.status().last ?? first, reconciler.status().counters),
         placementCheck(await service.placementDrift()),
+        spaceCheck(space.report()),
+        ...(reserve ? [reserve.check()] : []),
       ],
     }),
     reconcile: () => reconciler.status(),
@@ -96,6 +104,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const serveMs = Math.round(performance.now() - t0);
   log.info({ socket: config.socket, adminSocket: config.adminSocket, root: config.root, driver: driverName(config.socket), backends: backends.names(), version: VERSION, serveMs, reconciledMs, reconcilePassMs: first.ms, volumes: first.volumes, recovered: recovered.length, repairs: first.repairs.length }, 'ballast serving');
   reconciler.start();
+  await space.start();
   // Swarm schedules onto a legacy plugin only once dockerd has activated it; a volume list does that.
   if (docker) {
     void docker.listVolumes().then(
@@ -108,6 +117,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const stop = (reason = 'stop') => (stopping ??= (async () => {
     log.info({ reason }, 'ballast stopping; mounts stay in place');
     await reconciler.stop();
+    await space.stop();
     const closing = api.close();
     const drained = await Promise.race([
       service.drain().then(() => true),

@@ -228,7 +228,7 @@ export class RemoteDirBackend implements Backend, HealthChecker, OrphanFinder {
       });
     } catch (e) {
       if (!(e instanceof UnavailableError)) throw e;
-      throw new UnavailableError(`${e.message}. Volume ${vol.name} is kept, with its directory ${spec.dir} on the share; remove it again once the server answers`, { cause: e });
+      throw new UnavailableError(`${e.message}${/[.?!]$/.test(e.message) ? '' : '.'} Volume ${vol.name} is kept, with its directory ${spec.dir} on the share; remove it again once the server answers`, { cause: e });
     }
   }
 

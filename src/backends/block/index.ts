@@ -9,7 +9,7 @@ import { checkOptionKeys } from '../options.js';
 import { parseMountOptions } from '../config-values.js';
 import { within } from '../../host/paths.js';
 import {
-  FSTYPES, MIN_SIZE, type FsType, allocateFile, detachLoop, freezeFs, loopDevicesOf, makeFilesystem, mountImage, probeSignature, thawFs, unmount,
+  FSTYPES, MIN_SIZE, type FsType, allocateFile, detachLoop, freezeFs, loopDevicesOf, makeFilesystem, mountImage, mountedFsType, probeSignature, thawFs, unmount,
 } from '../../host/blockdev.js';
 import { ExecError } from '../../host/exec.js';
 
@@ -241,6 +241,11 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
     // New mounts of a thin volume wait while its host filesystem is below the critical level.
     const refusal = thin ? this.gate?.refuseMount(vol, image) : undefined;
     if (refusal) throw new ResourceExhaustedError(refusal);
+    // Already mounted (a second reference): two syscalls answer it, without reading the mount table.
+    if (mountedFsType(mp) === spec.fstype) {
+      if (thin) this.gate?.published(vol);
+      return;
+    }
     await mkdir(mp, { recursive: true, mode: 0o755 });
     const cur = await this.ctx.mounts.at(mp);
     if (cur) {

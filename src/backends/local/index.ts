@@ -1,4 +1,5 @@
-import { mkdir, chown, chmod, rm, stat, readdir } from 'node:fs/promises';
+import { mkdir, chown, chmod, rm, readdir } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { mountpointOf, type Backend, type BackendContext, type BackendFactory, type OptionDoc, type Orphan, type OrphanFinder, type Placement } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
@@ -55,7 +56,8 @@ export class LocalBackend implements Backend, OrphanFinder {
 
   async publish(vol: VolumeRecord): Promise<void> {
     const path = mountpointOf(vol);
-    const st = await stat(path).catch(() => undefined);
+    // A local directory: a synchronous stat is a few microseconds, cheaper than a trip to the thread pool.
+    const st = statSync(path, { throwIfNoEntry: false });
     if (!st?.isDirectory()) {
       throw new InternalError(`the data directory ${path} of volume ${vol.name} is missing; Ballast will not replace it with an empty one. Restore it, or remove the volume`);
     }

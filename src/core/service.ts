@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { MetadataStore } from '../store/types.js';
 import type { BackendRegistry } from '../backends/registry.js';
 import type { VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
-import { BallastError, BusyError, ConflictError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
+import { BallastError, BusyError, ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
 import { assertPlainString, formatSize, validateMountId, validateVolumeName } from './validate.js';
 import { KeyedLock } from './keyed-lock.js';
 
@@ -268,6 +268,9 @@ export class VolumeService {
     const rec = await this.d.store.getVolume(vname);
     if (!rec) throw new NotFoundError(`volume ${vname} does not exist`);
     if (rec.state === 'damaged') throw new BusyError(damagedMessage(rec));
+    // A remove whose storage step failed (a server that did not answer) leaves the record `removing`:
+    // nothing finishes it but another remove, so say that rather than "wait".
+    if (rec.state === 'removing') throw new FailedPreconditionError(`volume ${vname} is being removed: an earlier remove did not finish (its storage did not answer); run docker volume rm ${vname} again to finish it`);
     if (rec.state !== 'ready') throw new BusyError(`volume ${vname} is ${rec.state}; retry when that has finished`);
     return rec;
   }

@@ -94,6 +94,10 @@ export function reconcilerChecks(r: PassReport, counters: Record<string, number>
     name: 'orphan mounts/loops', ok: stray.length === 0, warn: stray.length > 0,
     detail: stray.length === 0 ? 'none' : `${stray.map((o) => `${o.kind} ${o.path} (${o.detail})`).join('; ')}; ballast repair cleans them`,
   });
+  // Leftovers that are never in use (a temporary share mount a timed-out create left) are cleaned on
+  // every pass; name what the last pass cleaned, so it is not only a counter.
+  const cleaned = r.repairs.filter((x) => x.kind === 'orphan-cleaned');
+  if (cleaned.length > 0) out.push({ name: 'leftovers cleaned', ok: true, detail: `the last reconcile pass (${r.startedAt}) cleaned: ${cleaned.map((x) => x.detail).join('; ')}` });
   out.push({
     name: 'orphan data', ok: kept.length === 0, warn: kept.length > 0,
     detail: kept.length === 0 ? 'none' : kept.map((o) => `${o.kind} ${o.path}: ${o.detail}`).join('; '),

@@ -78,7 +78,8 @@ export async function mountImage(exec: Exec, image: string, fstype: FsType, moun
 }
 
 export async function unmount(exec: Exec, mountpoint: string): Promise<void> {
-  await exec(['umount', '--', mountpoint], { timeoutMs: TIMEOUTS.umount });
+  // -c: no canonicalization of the path, so umount never stats what it unmounts.
+  await exec(['umount', '-c', '--', mountpoint], { timeoutMs: TIMEOUTS.umount });
 }
 
 /**

@@ -90,8 +90,9 @@ export class CephfsBackend implements Backend, HealthChecker {
 
   async publish(vol: VolumeRecord): Promise<void> {
     const mp = mountpointOf(vol);
-    await mkdir(mp, { recursive: true, mode: 0o755 });
+    // The mount table first: a mkdir of a mountpoint whose ceph-fuse hangs would stat it and block a thread.
     if (await this.ctx.mounts.at(mp)) return;
+    await mkdir(mp, { recursive: true, mode: 0o755 });
     const path = (vol.details.path as string | undefined) ?? (await this.getpath(this.subvolumeOf(vol)));
     if (!path) throw new UnavailableError(`${this.ceph.label}: subvolume ${this.subvolumeOf(vol)} of volume ${vol.name} is missing`);
     try {

@@ -83,8 +83,8 @@ export class RbdBackend implements Backend, HealthChecker {
   private async attach(vol: VolumeRecord): Promise<string> {
     const dir = this.fuseDirOf(vol);
     await this.detachIfDead(dir);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
     if (!(await this.ctx.mounts.at(dir))) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
       try {
         await mountAndVerify(this.ctx.exec, this.ctx.mounts, ['rbd-fuse', ...this.ceph.identity(), '-p', this.pool, '-r', this.imageOf(vol), dir], dir, this.ceph.timeoutSec * 1000);
       } catch (e) {
@@ -186,12 +186,13 @@ export class RbdBackend implements Backend, HealthChecker {
   async publish(vol: VolumeRecord): Promise<void> {
     const spec = this.spec(vol);
     const mp = mountpointOf(vol);
-    await mkdir(mp, { recursive: true, mode: 0o755 });
+    // The mount table first: a mkdir of a mountpoint whose mount hangs would stat it and block a thread.
     const cur = await this.ctx.mounts.at(mp);
     if (cur) {
       if (cur.fstype !== spec.fstype) throw new InternalError(`${mp} is already mounted with ${cur.fstype}, not volume ${vol.name}'s ${spec.fstype}; unmount it first`);
       return;
     }
+    await mkdir(mp, { recursive: true, mode: 0o755 });
     await this.lock(vol);
     try {
       const file = await this.attach(vol);

@@ -15,7 +15,16 @@ export interface VolumeRecord {
   readonly createdAt: string;
   readonly state: VolumeState;
   readonly details: Readonly<Record<string, unknown>>;
+  /**
+   * The store's version of this record (SQLite: a counter; etcd: the key's mod_revision). Assigned by
+   * the store on every write; an update or delete names the revision it read, and loses (a Conflict)
+   * when another writer changed the record since.
+   */
+  readonly revision: number;
 }
+
+/** A record before the store has it: the store assigns its revision. */
+export type NewVolumeRecord = Omit<VolumeRecord, 'revision'>;
 
 /** What List needs, read without decoding specs. */
 export interface VolumeSummary {
@@ -24,9 +33,11 @@ export interface VolumeSummary {
   readonly createdAt: string;
 }
 
-/** One entry of the mount ledger: a (volume, mount ID) pair with its multiplicity. */
+/** One entry of the mount ledger: a (volume, node, mount ID) triple with its multiplicity. */
 export interface MountRef {
   readonly volume: string;
+  /** The node whose daemon took the reference (its config `node`). */
+  readonly node: string;
   readonly id: string;
   readonly count: number;
   /** RFC 3339 time of the first reference. */
@@ -51,6 +62,8 @@ export interface VolumeInfo {
 export interface OpRecord {
   readonly id: number;
   readonly volume: string;
+  /** The node whose daemon journaled it; only that node's recovery acts on it. */
+  readonly node: string;
   readonly op: 'mount' | 'unmount';
   readonly mountId: string;
   readonly startedAt: string;

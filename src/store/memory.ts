@@ -1,76 +1,83 @@
-import type { MetadataStore } from './types.js';
-import type { MountRef, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
+import { lostRace, type MetadataStore } from './types.js';
+import type { MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
+import { ConflictError } from '../core/errors.js';
 
-/** In-memory store for unit tests of the layers above; same contract as SqliteStore. */
+/** In-memory store for unit tests of the layers above; same contract as SqliteStore and EtcdStore. */
 export class MemoryStore implements MetadataStore {
   private readonly volumes = new Map<string, VolumeRecord>();
-  private readonly ledger = new Map<string, Map<string, { count: number; since: string }>>();
+  /** volume -> "node\0id" -> entry */
+  private readonly ledger = new Map<string, Map<string, { node: string; id: string; count: number; since: string }>>();
   private readonly ops = new Map<number, OpRecord>();
   private nextOp = 1;
+  private revision = 0;
 
   async getVolume(name: string) { const v = this.volumes.get(name); return v && structuredClone(v); }
   async listVolumes() { return [...this.volumes.values()].sort(byName).map((v) => structuredClone(v)); }
   async listSummaries(): Promise<VolumeSummary[]> {
     return [...this.volumes.values()].sort(byName).map((v) => ({ name: v.name, mountpoint: v.mountpoint, createdAt: v.createdAt }));
   }
-  async insertVolume(rec: VolumeRecord) {
-    if (this.volumes.has(rec.name)) return false;
-    this.volumes.set(rec.name, structuredClone(rec));
-    return true;
+  async insertVolume(rec: NewVolumeRecord) {
+    if (this.volumes.has(rec.name)) return undefined;
+    const stored: VolumeRecord = { ...structuredClone(rec), revision: ++this.revision };
+    this.volumes.set(rec.name, stored);
+    return structuredClone(stored);
   }
   async updateVolume(rec: VolumeRecord) {
-    if (!this.volumes.has(rec.name)) throw new Error(`volume ${rec.name} is not in the store`);
-    this.volumes.set(rec.name, structuredClone(rec));
+    const cur = this.volumes.get(rec.name);
+    if (!cur) throw new ConflictError(`volume ${rec.name} was removed while this change was made; nothing was changed`);
+    if (cur.revision !== rec.revision) throw lostRace(rec.name);
+    const stored: VolumeRecord = { ...structuredClone(rec), revision: ++this.revision };
+    this.volumes.set(rec.name, stored);
+    return structuredClone(stored);
   }
-  async deleteVolume(name: string) { this.volumes.delete(name); this.ledger.delete(name); }
-  async addMount(volume: string, id: string, endOp?: number) {
-    if (endOp !== undefined) this.ops.delete(endOp);
+  async deleteVolume(name: string, revision: number) {
+    const cur = this.volumes.get(name);
+    if (!cur) return;
+    if (cur.revision !== revision) throw lostRace(name);
+    this.volumes.delete(name);
+    this.ledger.delete(name);
+  }
+  async addMountWithUndo(volume: string, node: string, id: string) {
+    const undo = await this.beginOp({ volume, node, op: 'unmount', mountId: id });
     let m = this.ledger.get(volume);
     if (!m) this.ledger.set(volume, (m = new Map()));
-    const e = m.get(id);
-    if (e) e.count++; else m.set(id, { count: 1, since: new Date().toISOString() });
-    return this.total(volume);
+    const e = m.get(`${node}\0${id}`);
+    if (e) e.count++; else m.set(`${node}\0${id}`, { node, id, count: 1, since: new Date().toISOString() });
+    return { total: this.total(volume, node), undo };
   }
-  async commitMount(volume: string, id: string, op: number) {
-    const o = this.ops.get(op);
-    if (!o || o.op !== 'mount') throw new Error(`journal entry ${op} is not an open mount`);
-    this.ops.set(op, { ...o, op: 'unmount' });
-    return this.addMount(volume, id);
-  }
-  async addMountWithUndo(volume: string, id: string) {
-    const undo = await this.beginOp({ volume, op: 'unmount', mountId: id });
-    return { total: await this.addMount(volume, id), undo };
-  }
-  async removeMount(volume: string, id: string, endOp?: number) {
+  async removeMount(volume: string, node: string, id: string, endOp?: number) {
     if (endOp !== undefined) this.ops.delete(endOp);
     const m = this.ledger.get(volume);
-    const e = m?.get(id);
-    if (!m || !e) return { removed: false, total: this.total(volume) };
-    if (--e.count === 0) m.delete(id);
+    const e = m?.get(`${node}\0${id}`);
+    if (!m || !e) return { removed: false, total: this.total(volume, node) };
+    if (--e.count === 0) m.delete(`${node}\0${id}`);
     if (m.size === 0) this.ledger.delete(volume);
-    return { removed: true, total: this.total(volume) };
+    return { removed: true, total: this.total(volume, node) };
   }
   async mounts(volume: string): Promise<MountRef[]> {
-    return [...(this.ledger.get(volume) ?? new Map()).entries()].map(([id, e]) => ({ volume, id, count: e.count, since: e.since }));
+    return [...(this.ledger.get(volume)?.values() ?? [])]
+      .sort((a, b) => (a.since < b.since ? -1 : a.since > b.since ? 1 : a.node < b.node ? -1 : a.node > b.node ? 1 : a.id < b.id ? -1 : 1))
+      .map((e) => ({ volume, node: e.node, id: e.id, count: e.count, since: e.since }));
   }
-  async allMounts(): Promise<MountRef[]> {
+  async nodeMounts(node: string): Promise<MountRef[]> {
     const out: MountRef[] = [];
-    for (const v of [...this.ledger.keys()].sort()) out.push(...(await this.mounts(v)));
+    for (const v of [...this.ledger.keys()].sort()) out.push(...(await this.mounts(v)).filter((r) => r.node === node));
     return out;
   }
-  async mountCount(volume: string) { return this.total(volume); }
+  async mountCount(volume: string, node: string) { return this.total(volume, node); }
   async beginOp(op: Omit<OpRecord, 'id' | 'startedAt'>) {
     const id = this.nextOp++;
     this.ops.set(id, { ...op, id, startedAt: new Date().toISOString() });
     return id;
   }
-  async endOp(id: number) { this.ops.delete(id); }
-  async pendingOps() { return [...this.ops.values()]; }
+  async endOp(node: string, id: number) { if (this.ops.get(id)?.node === node) this.ops.delete(id); }
+  async pendingOps(node: string) { return [...this.ops.values()].filter((o) => o.node === node); }
   async close() {}
-  private total(volume: string) {
+  private total(volume: string, node: string) {
     let t = 0;
-    for (const e of this.ledger.get(volume)?.values() ?? []) t += e.count;
+    for (const e of this.ledger.get(volume)?.values() ?? []) if (e.node === node) t += e.count;
     return t;
   }
 }
+
 const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);

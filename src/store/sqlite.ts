@@ -1,15 +1,17 @@
 import Database from 'better-sqlite3';
 import { dirname } from 'node:path';
-import type { MetadataStore } from './types.js';
+import { lostRace, type MetadataStore } from './types.js';
 import type { StoreReserve } from './reserve.js';
 import { fullSentence } from './reserve.js';
 import { ResourceExhaustedError } from '../core/errors.js';
-import type { MountRef, OpRecord, VolumeRecord, VolumeSummary, VolumeState } from '../core/types.js';
+import { hostname } from 'node:os';
+import { ConflictError } from '../core/errors.js';
+import type { MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary, VolumeState } from '../core/types.js';
 
 interface VolumeRow {
-  name: string; backend: string; spec: string; mountpoint: string; created_at: string; state: string; details: string;
+  name: string; backend: string; spec: string; mountpoint: string; created_at: string; state: string; details: string; revision: number;
 }
-interface MountRow { volume: string; mount_id: string; count: number; since: string }
+interface MountRow { volume: string; node: string; mount_id: string; count: number; since: string }
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS volumes (
@@ -19,29 +21,53 @@ CREATE TABLE IF NOT EXISTS volumes (
   mountpoint TEXT NOT NULL,
   created_at TEXT NOT NULL,
   state TEXT NOT NULL,
-  details TEXT NOT NULL
+  details TEXT NOT NULL,
+  revision INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mounts (
   volume TEXT NOT NULL,
+  node TEXT NOT NULL,
   mount_id TEXT NOT NULL,
   count INTEGER NOT NULL CHECK (count > 0),
   since TEXT NOT NULL,
-  PRIMARY KEY (volume, mount_id)
+  PRIMARY KEY (volume, node, mount_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ops (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   volume TEXT NOT NULL,
+  node TEXT NOT NULL,
   op TEXT NOT NULL,
   mount_id TEXT NOT NULL,
   started_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 `;
-const SCHEMA_VERSION = '1';
+const SCHEMA_VERSION = '2';
+
+/**
+ * Schema 1 (before nodes and revisions): no revision column, and a ledger and journal without a node.
+ * Its rows were all this host's, so they become `node`'s; every record starts at revision 1.
+ */
+function migrateFrom1(db: Database.Database, node: string): void {
+  db.transaction(() => {
+    db.exec('ALTER TABLE volumes ADD COLUMN revision INTEGER NOT NULL DEFAULT 1');
+    db.exec(`CREATE TABLE mounts_v2 (
+      volume TEXT NOT NULL, node TEXT NOT NULL, mount_id TEXT NOT NULL, count INTEGER NOT NULL CHECK (count > 0), since TEXT NOT NULL,
+      PRIMARY KEY (volume, node, mount_id)) WITHOUT ROWID`);
+    db.prepare('INSERT INTO mounts_v2 (volume, node, mount_id, count, since) SELECT volume, ?, mount_id, count, since FROM mounts').run(node);
+    db.exec('DROP TABLE mounts');
+    db.exec('ALTER TABLE mounts_v2 RENAME TO mounts');
+    db.exec("ALTER TABLE ops ADD COLUMN node TEXT NOT NULL DEFAULT ''");
+    db.prepare('UPDATE ops SET node = ?').run(node);
+    db.prepare("UPDATE meta SET value = '2' WHERE key = 'schema'").run();
+  })();
+}
 
 export interface SqliteStoreOptions {
   /** Space kept for the store's own writes on a full disk (see StoreReserve). */
   readonly reserve?: StoreReserve;
+  /** This host's node name: the rows of a schema-1 store (which had no node) become its own. */
+  readonly node?: string;
 }
 
 /**
@@ -74,31 +100,33 @@ export class SqliteStore implements MetadataStore {
     this.db.pragma('journal_mode = WAL');
     this.db.exec('PRAGMA synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
+    const hasMeta = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get() !== undefined;
+    const v = hasMeta ? this.db.prepare('SELECT value FROM meta WHERE key = ?').get('schema') as { value: string } | undefined : undefined;
+    if (v?.value === '1') migrateFrom1(this.db, o.node ?? hostname());
+    else if (v && v.value !== SCHEMA_VERSION) throw new Error(`store ${file} has schema ${v.value}; this Ballast understands ${SCHEMA_VERSION} (and migrates 1)`);
     this.db.exec(SCHEMA);
-    const v = this.db.prepare('SELECT value FROM meta WHERE key = ?').get('schema') as { value: string } | undefined;
-    if (!v) this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema', SCHEMA_VERSION);
-    else if (v.value !== SCHEMA_VERSION) throw new Error(`store ${file} has schema ${v.value}; this Ballast understands ${SCHEMA_VERSION}`);
+    if (!v) this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('schema', SCHEMA_VERSION);
     const db = this.db;
     this.q = {
       get: db.prepare('SELECT * FROM volumes WHERE name = ?'),
       list: db.prepare('SELECT * FROM volumes ORDER BY name'),
       summaries: db.prepare('SELECT name, mountpoint, created_at FROM volumes ORDER BY name').raw(true),
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
-      insert: db.prepare('INSERT OR IGNORE INTO volumes (name, backend, spec, mountpoint, created_at, state, details) VALUES (@name, @backend, @spec, @mountpoint, @created_at, @state, @details)'),
-      update: db.prepare('UPDATE volumes SET backend=@backend, spec=@spec, mountpoint=@mountpoint, created_at=@created_at, state=@state, details=@details WHERE name=@name'),
-      del: db.prepare('DELETE FROM volumes WHERE name = ?'),
+      insert: db.prepare('INSERT OR IGNORE INTO volumes (name, backend, spec, mountpoint, created_at, state, details, revision) VALUES (@name, @backend, @spec, @mountpoint, @created_at, @state, @details, 1)'),
+      update: db.prepare('UPDATE volumes SET backend=@backend, spec=@spec, mountpoint=@mountpoint, created_at=@created_at, state=@state, details=@details, revision = revision + 1 WHERE name=@name AND revision=@revision'),
+      revisionOf: db.prepare('SELECT revision FROM volumes WHERE name = ?').pluck(),
+      del: db.prepare('DELETE FROM volumes WHERE name = ? AND revision = ?'),
       delMounts: db.prepare('DELETE FROM mounts WHERE volume = ?'),
-      addMount: db.prepare('INSERT INTO mounts (volume, mount_id, count, since) VALUES (?, ?, 1, ?) ON CONFLICT (volume, mount_id) DO UPDATE SET count = count + 1'),
-      getMount: db.prepare('SELECT count FROM mounts WHERE volume = ? AND mount_id = ?').pluck(),
-      decMount: db.prepare('UPDATE mounts SET count = count - 1 WHERE volume = ? AND mount_id = ?'),
-      dropMount: db.prepare('DELETE FROM mounts WHERE volume = ? AND mount_id = ?'),
-      total: db.prepare('SELECT COALESCE(SUM(count), 0) FROM mounts WHERE volume = ?').pluck(),
-      mounts: db.prepare('SELECT * FROM mounts WHERE volume = ? ORDER BY since, mount_id'),
-      allMounts: db.prepare('SELECT * FROM mounts ORDER BY volume, since, mount_id'),
-      beginOp: db.prepare('INSERT INTO ops (volume, op, mount_id, started_at) VALUES (?, ?, ?, ?)'),
-      endOp: db.prepare('DELETE FROM ops WHERE id = ?'),
-      undoOp: db.prepare("UPDATE ops SET op = 'unmount' WHERE id = ? AND op = 'mount'"),
-      pendingOps: db.prepare('SELECT * FROM ops ORDER BY id'),
+      addMount: db.prepare('INSERT INTO mounts (volume, node, mount_id, count, since) VALUES (?, ?, ?, 1, ?) ON CONFLICT (volume, node, mount_id) DO UPDATE SET count = count + 1'),
+      getMount: db.prepare('SELECT count FROM mounts WHERE volume = ? AND node = ? AND mount_id = ?').pluck(),
+      decMount: db.prepare('UPDATE mounts SET count = count - 1 WHERE volume = ? AND node = ? AND mount_id = ?'),
+      dropMount: db.prepare('DELETE FROM mounts WHERE volume = ? AND node = ? AND mount_id = ?'),
+      total: db.prepare('SELECT COALESCE(SUM(count), 0) FROM mounts WHERE volume = ? AND node = ?').pluck(),
+      mounts: db.prepare('SELECT * FROM mounts WHERE volume = ? ORDER BY since, node, mount_id'),
+      nodeMounts: db.prepare('SELECT * FROM mounts WHERE node = ? ORDER BY volume, since, mount_id'),
+      beginOp: db.prepare('INSERT INTO ops (volume, node, op, mount_id, started_at) VALUES (?, ?, ?, ?, ?)'),
+      endOp: db.prepare('DELETE FROM ops WHERE id = ? AND node = ?'),
+      pendingOps: db.prepare('SELECT * FROM ops WHERE node = ? ORDER BY id'),
     };
   }
 
@@ -125,29 +153,38 @@ export class SqliteStore implements MetadataStore {
     this.summaryCache = { writes: this.volumeWrites, dataVersion, list: Object.freeze(list) as VolumeSummary[] };
     return this.summaryCache.list;
   }
-  async insertVolume(rec: VolumeRecord): Promise<boolean> {
-    const row = toRow(rec);
+  async insertVolume(rec: NewVolumeRecord): Promise<VolumeRecord | undefined> {
+    const row = toRow({ ...rec, revision: 1 });
     const ok = this.durable(() => this.q.insert.run(row)).changes === 1;
     this.patchSummaries(ok ? (l) => {
       const i = indexByName(l, rec.name);
       return [...l.slice(0, i), summaryOf(rec), ...l.slice(i)];
     } : undefined);
-    return ok;
+    return ok ? { ...rec, revision: 1 } : undefined;
   }
-  async updateVolume(rec: VolumeRecord): Promise<void> {
+  /** Compare-and-swap on the revision: `WHERE revision = ?` in the UPDATE, so a lost race changes nothing. */
+  async updateVolume(rec: VolumeRecord): Promise<VolumeRecord> {
     const row = toRow(rec);
     const r = this.durable(() => this.q.update.run(row));
-    if (r.changes !== 1) { this.patchSummaries(); throw new Error(`volume ${rec.name} is not in the store`); }
+    if (r.changes !== 1) {
+      this.patchSummaries();
+      if (this.q.revisionOf.get(rec.name) === undefined) throw new ConflictError(`volume ${rec.name} was removed while this change was made; nothing was changed`);
+      throw lostRace(rec.name);
+    }
     this.patchSummaries((l) => {
       const i = indexByName(l, rec.name);
       const cur = l[i];
       if (cur?.name === rec.name && cur.mountpoint === rec.mountpoint && cur.createdAt === rec.createdAt) return l; // unchanged
       return cur?.name === rec.name ? [...l.slice(0, i), summaryOf(rec), ...l.slice(i + 1)] : undefined;
     });
+    return { ...rec, revision: rec.revision + 1 };
   }
-  private readonly deleteTx = (name: string) => this.db.transaction(() => {
+  private readonly deleteTx = (name: string, revision: number) => this.db.transaction(() => {
+    const cur = this.q.revisionOf.get(name) as number | undefined;
+    if (cur === undefined) return;
+    if (cur !== revision) throw lostRace(name);
     this.q.delMounts.run(name);
-    const gone = this.q.del.run(name).changes === 1;
+    const gone = this.q.del.run(name, revision).changes === 1;
     this.patchSummaries((l) => {
       if (!gone) return l;
       const i = indexByName(l, name);
@@ -169,51 +206,37 @@ export class SqliteStore implements MetadataStore {
     if (next === undefined) return;
     this.summaryCache = { writes: this.volumeWrites, dataVersion: c.dataVersion, list: (next === c.list ? c.list : Object.freeze([...next])) as VolumeSummary[] };
   }
-  async deleteVolume(name: string): Promise<void> { this.durable(() => this.deleteTx(name)); }
+  async deleteVolume(name: string, revision: number): Promise<void> { this.durable(() => this.deleteTx(name, revision)); }
 
-  private readonly addTx = (volume: string, id: string, endOp?: number): number => this.db.transaction(() => {
-    this.q.addMount.run(volume, id, new Date().toISOString());
-    if (endOp !== undefined) this.q.endOp.run(endOp);
-    return this.q.total.get(volume) as number;
-  })();
-  async addMount(volume: string, id: string, endOp?: number): Promise<number> { return this.write(() => this.addTx(volume, id, endOp)); }
-
-  private readonly commitTx = (volume: string, id: string, op: number): number => this.db.transaction(() => {
-    if (this.q.undoOp.run(op).changes !== 1) throw new Error(`journal entry ${op} is not an open mount`);
-    this.q.addMount.run(volume, id, new Date().toISOString());
-    return this.q.total.get(volume) as number;
-  })();
-  async commitMount(volume: string, id: string, op: number): Promise<number> { return this.write(() => this.commitTx(volume, id, op)); }
-
-  private readonly undoTx = (volume: string, id: string): { total: number; undo: number } => this.db.transaction(() => {
+  private readonly undoTx = (volume: string, node: string, id: string): { total: number; undo: number } => this.db.transaction(() => {
     const now = new Date().toISOString();
-    const undo = Number(this.q.beginOp.run(volume, 'unmount', id, now).lastInsertRowid);
-    this.q.addMount.run(volume, id, now);
-    return { total: this.q.total.get(volume) as number, undo };
+    const undo = Number(this.q.beginOp.run(volume, node, 'unmount', id, now).lastInsertRowid);
+    this.q.addMount.run(volume, node, id, now);
+    return { total: this.q.total.get(volume, node) as number, undo };
   })();
-  async addMountWithUndo(volume: string, id: string): Promise<{ total: number; undo: number }> { return this.write(() => this.undoTx(volume, id)); }
+  async addMountWithUndo(volume: string, node: string, id: string): Promise<{ total: number; undo: number }> { return this.write(() => this.undoTx(volume, node, id)); }
 
-  private readonly removeTx = (volume: string, id: string, endOp?: number) => this.db.transaction(() => {
-    if (endOp !== undefined) this.q.endOp.run(endOp);
-    const c = this.q.getMount.get(volume, id) as number | undefined;
-    if (c === undefined) return { removed: false, total: this.q.total.get(volume) as number };
-    if (c > 1) this.q.decMount.run(volume, id); else this.q.dropMount.run(volume, id);
-    return { removed: true, total: this.q.total.get(volume) as number };
+  private readonly removeTx = (volume: string, node: string, id: string, endOp?: number) => this.db.transaction(() => {
+    if (endOp !== undefined) this.q.endOp.run(endOp, node);
+    const c = this.q.getMount.get(volume, node, id) as number | undefined;
+    if (c === undefined) return { removed: false, total: this.q.total.get(volume, node) as number };
+    if (c > 1) this.q.decMount.run(volume, node, id); else this.q.dropMount.run(volume, node, id);
+    return { removed: true, total: this.q.total.get(volume, node) as number };
   })();
-  async removeMount(volume: string, id: string, endOp?: number): Promise<{ removed: boolean; total: number }> { return this.write(() => this.removeTx(volume, id, endOp)); }
+  async removeMount(volume: string, node: string, id: string, endOp?: number): Promise<{ removed: boolean; total: number }> { return this.write(() => this.removeTx(volume, node, id, endOp)); }
 
   async mounts(volume: string): Promise<MountRef[]> { return (this.q.mounts.all(volume) as MountRow[]).map(fromMountRow); }
-  async allMounts(): Promise<MountRef[]> { return (this.q.allMounts.all() as MountRow[]).map(fromMountRow); }
-  async mountCount(volume: string): Promise<number> { return this.q.total.get(volume) as number; }
+  async nodeMounts(node: string): Promise<MountRef[]> { return (this.q.nodeMounts.all(node) as MountRow[]).map(fromMountRow); }
+  async mountCount(volume: string, node: string): Promise<number> { return this.q.total.get(volume, node) as number; }
 
   async beginOp(op: Omit<OpRecord, 'id' | 'startedAt'>): Promise<number> {
     const startedAt = new Date().toISOString();
-    return Number(this.write(() => this.q.beginOp.run(op.volume, op.op, op.mountId, startedAt)).lastInsertRowid);
+    return Number(this.write(() => this.q.beginOp.run(op.volume, op.node, op.op, op.mountId, startedAt)).lastInsertRowid);
   }
-  async endOp(id: number): Promise<void> { this.write(() => this.q.endOp.run(id)); }
-  async pendingOps(): Promise<OpRecord[]> {
-    return (this.q.pendingOps.all() as { id: number; volume: string; op: string; mount_id: string; started_at: string }[])
-      .map((r) => ({ id: r.id, volume: r.volume, op: r.op as OpRecord['op'], mountId: r.mount_id, startedAt: r.started_at }));
+  async endOp(node: string, id: number): Promise<void> { this.write(() => this.q.endOp.run(id, node)); }
+  async pendingOps(node: string): Promise<OpRecord[]> {
+    return (this.q.pendingOps.all(node) as { id: number; volume: string; node: string; op: string; mount_id: string; started_at: string }[])
+      .map((r) => ({ id: r.id, volume: r.volume, node: r.node, op: r.op as OpRecord['op'], mountId: r.mount_id, startedAt: r.started_at }));
   }
 
   /** Refuses new state (a Mount) before its first write while the state directory's filesystem is full. */
@@ -267,10 +290,10 @@ function fromRow(r: VolumeRow): VolumeRecord {
     const spec = JSON.parse(r.spec);
     const details = JSON.parse(r.details);
     if (!spec || typeof spec !== 'object' || !details || typeof details !== 'object' || !STATES.includes(r.state)) throw new Error('bad shape');
-    return { name: r.name, backend: r.backend, spec, mountpoint: r.mountpoint, createdAt: r.created_at, state: r.state as VolumeState, details };
+    return { name: r.name, backend: r.backend, spec, mountpoint: r.mountpoint, createdAt: r.created_at, state: r.state as VolumeState, details, revision: r.revision };
   } catch (e) {
     return {
-      name: r.name, backend: r.backend, spec: {}, mountpoint: r.mountpoint, createdAt: r.created_at, state: 'damaged',
+      name: r.name, backend: r.backend, spec: {}, mountpoint: r.mountpoint, createdAt: r.created_at, state: 'damaged', revision: r.revision,
       details: { damage: `the stored record does not decode (${(e as Error).message}): state=${JSON.stringify(r.state)}` },
     };
   }
@@ -278,10 +301,10 @@ function fromRow(r: VolumeRow): VolumeRecord {
 function toRow(v: VolumeRecord): VolumeRow {
   return {
     name: v.name, backend: v.backend, spec: JSON.stringify(v.spec), mountpoint: v.mountpoint,
-    created_at: v.createdAt, state: v.state, details: JSON.stringify(v.details),
+    created_at: v.createdAt, state: v.state, details: JSON.stringify(v.details), revision: v.revision,
   };
 }
-function summaryOf(v: VolumeRecord): VolumeSummary {
+function summaryOf(v: NewVolumeRecord): VolumeSummary {
   return Object.freeze({ name: v.name, mountpoint: v.mountpoint, createdAt: v.createdAt });
 }
 
@@ -293,5 +316,5 @@ function indexByName(l: readonly VolumeSummary[], name: string): number {
 }
 
 function fromMountRow(r: MountRow): MountRef {
-  return { volume: r.volume, id: r.mount_id, count: r.count, since: r.since };
+  return { volume: r.volume, node: r.node, id: r.mount_id, count: r.count, since: r.since };
 }

@@ -3,92 +3,18 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
+import Database from 'better-sqlite3';
 import { MemoryStore } from './memory.js';
 import { SqliteStore } from './sqlite.js';
-import type { MetadataStore } from './types.js';
-import type { VolumeRecord } from '../core/types.js';
+import { contractRecord, runStoreContract } from './contract.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ballast-store-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const rec = (name: string, extra: Partial<VolumeRecord> = {}): VolumeRecord => ({
-  name, backend: 'local', spec: { mode: 493 }, mountpoint: `/x/${name}`, createdAt: '2026-01-01T00:00:00.000Z', state: 'ready', details: {}, ...extra,
-});
+const rec = contractRecord;
 
-const impls: [string, () => MetadataStore][] = [
-  ['memory', () => new MemoryStore()],
-  ['sqlite', () => new SqliteStore(join(dir, `s${Math.random()}.db`))],
-];
-
-for (const [kind, make] of impls) {
-  describe(`${kind} store contract`, () => {
-    test('insert refuses duplicates; get, update, list, delete', async () => {
-      const s = make();
-      assert.equal(await s.insertVolume(rec('b')), true);
-      assert.equal(await s.insertVolume(rec('a')), true);
-      assert.equal(await s.insertVolume(rec('a', { backend: 'other' })), false);
-      assert.equal((await s.getVolume('a'))?.backend, 'local');
-      await s.updateVolume(rec('a', { state: 'removing', details: { k: [1, 2] } }));
-      assert.deepEqual((await s.getVolume('a'))?.details, { k: [1, 2] });
-      assert.deepEqual((await s.listVolumes()).map((v) => v.name), ['a', 'b']);
-      assert.deepEqual(await s.listSummaries(), [
-        { name: 'a', mountpoint: '/x/a', createdAt: '2026-01-01T00:00:00.000Z' },
-        { name: 'b', mountpoint: '/x/b', createdAt: '2026-01-01T00:00:00.000Z' },
-      ]);
-      await assert.rejects(s.updateVolume(rec('zzz')), /not in the store/);
-      await s.deleteVolume('a');
-      await s.deleteVolume('a');
-      assert.equal(await s.getVolume('a'), undefined);
-      await s.close();
-    });
-
-    test('the ledger is a multiset of (volume, id)', async () => {
-      const s = make();
-      await s.insertVolume(rec('v'));
-      assert.equal(await s.addMount('v', 'x'), 1);
-      assert.equal(await s.addMount('v', 'x'), 2);
-      assert.equal(await s.addMount('v', 'y'), 3);
-      assert.deepEqual((await s.mounts('v')).map((m) => [m.id, m.count]).sort(), [['x', 2], ['y', 1]]);
-      assert.deepEqual(await s.removeMount('v', 'x'), { removed: true, total: 2 });
-      assert.deepEqual(await s.removeMount('v', 'nope'), { removed: false, total: 2 });
-      assert.deepEqual(await s.removeMount('v', 'x'), { removed: true, total: 1 });
-      assert.deepEqual(await s.removeMount('v', 'x'), { removed: false, total: 1 });
-      assert.equal((await s.allMounts()).length, 1);
-      await s.deleteVolume('v');
-      assert.equal(await s.mountCount('v'), 0, 'deleting a volume drops its ledger');
-      await s.close();
-    });
-
-    test('journal: commitMount turns the mount entry into its undo; removeMount can end an entry', async () => {
-      const s = make();
-      await s.insertVolume(rec('v'));
-      const m = await s.beginOp({ volume: 'v', op: 'mount', mountId: 'x' });
-      assert.equal(await s.commitMount('v', 'x', m), 1);
-      assert.deepEqual((await s.pendingOps()).map((o) => [o.id, o.op, o.volume, o.mountId]), [[m, 'unmount', 'v', 'x']]);
-      await assert.rejects(s.commitMount('v', 'x', m), /not an open mount/, 'only an open mount entry can be committed');
-      assert.equal(await s.mountCount('v'), 1, 'a refused commit adds nothing');
-      assert.deepEqual(await s.removeMount('v', 'x', m), { removed: true, total: 0 });
-      assert.deepEqual(await s.pendingOps(), []);
-      const u = await s.beginOp({ volume: 'v', op: 'unmount', mountId: 'nope' });
-      assert.deepEqual(await s.removeMount('v', 'nope', u), { removed: false, total: 0 });
-      assert.deepEqual(await s.pendingOps(), [], 'the entry ends even when the reference was not there');
-      await s.close();
-    });
-
-    test('journal: addMountWithUndo adds the reference and its undo in one step', async () => {
-      const s = make();
-      await s.insertVolume(rec('v'));
-      await s.addMount('v', 'y');
-      const { total, undo } = await s.addMountWithUndo('v', 'x');
-      assert.equal(total, 2);
-      assert.deepEqual((await s.pendingOps()).map((o) => [o.id, o.op, o.volume, o.mountId]), [[undo, 'unmount', 'v', 'x']]);
-      await s.endOp(undo);
-      assert.deepEqual(await s.pendingOps(), []);
-      assert.equal(await s.mountCount('v'), 2, 'ending the undo keeps the reference');
-      await s.close();
-    });
-  });
-}
+runStoreContract('memory', () => new MemoryStore());
+runStoreContract('sqlite', () => new SqliteStore(join(dir, `s${Math.random()}.db`)));
 
 test('sqlite: ledger and journal commit with synchronous=NORMAL, volume records with FULL', async () => {
   const s = new SqliteStore(join(dir, `sync${Math.random()}.db`));
@@ -99,8 +25,8 @@ test('sqlite: ledger and journal commit with synchronous=NORMAL, volume records 
   await s.insertVolume(rec('v'));
   assert.deepEqual(seen, [2, 1], 'FULL for the record write, NORMAL again after it');
   seen.length = 0;
-  await s.addMount('v', 'x');
-  await s.endOp(await s.beginOp({ volume: 'v', op: 'unmount', mountId: 'x' }));
+  await s.addMountWithUndo('v', 'n1', 'x');
+  await s.endOp('n1', await s.beginOp({ volume: 'v', node: 'n1', op: 'unmount', mountId: 'x' }));
   assert.deepEqual(seen, [], 'no switch for ledger and journal writes');
   assert.equal(db.pragma('synchronous', { simple: true }), 1);
   await s.close();
@@ -127,12 +53,39 @@ test('reserve: made when there is room, refused new state while short, given bac
 test('sqlite keeps volumes and the ledger across reopen', async () => {
   const file = join(dir, 'persist.db');
   const s1 = new SqliteStore(file);
-  await s1.insertVolume(rec('db'));
-  await s1.addMount('db', 'id1');
-  await s1.addMount('db', 'id1');
+  const v = await s1.insertVolume(rec('db'));
+  await s1.addMountWithUndo('db', 'n1', 'id1');
+  await s1.addMountWithUndo('db', 'n1', 'id1');
   await s1.close();
   const s2 = new SqliteStore(file);
-  assert.equal((await s2.getVolume('db'))?.name, 'db');
-  assert.equal(await s2.mountCount('db'), 2);
+  assert.equal((await s2.getVolume('db'))?.revision, v?.revision);
+  assert.equal(await s2.mountCount('db', 'n1'), 2);
+  assert.equal((await s2.pendingOps('n1')).length, 2);
   await s2.close();
+});
+
+test("sqlite migrates a schema-1 store: its ledger and journal become this node's, records start at revision 1", async () => {
+  const file = join(dir, 'v1.db');
+  const db = new Database(file);
+  db.exec(`CREATE TABLE volumes (name TEXT PRIMARY KEY, backend TEXT NOT NULL, spec TEXT NOT NULL, mountpoint TEXT NOT NULL, created_at TEXT NOT NULL, state TEXT NOT NULL, details TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE mounts (volume TEXT NOT NULL, mount_id TEXT NOT NULL, count INTEGER NOT NULL CHECK (count > 0), since TEXT NOT NULL, PRIMARY KEY (volume, mount_id)) WITHOUT ROWID;
+    CREATE TABLE ops (id INTEGER PRIMARY KEY AUTOINCREMENT, volume TEXT NOT NULL, op TEXT NOT NULL, mount_id TEXT NOT NULL, started_at TEXT NOT NULL);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta VALUES ('schema', '1');
+    INSERT INTO volumes VALUES ('old', 'block', '{"size":1}', '/m/old', '2026-01-01T00:00:00.000Z', 'ready', '{"image":"/i/old.img"}');
+    INSERT INTO mounts VALUES ('old', 'abc', 2, '2026-01-01T00:00:00.000Z');
+    INSERT INTO ops (volume, op, mount_id, started_at) VALUES ('old', 'unmount', 'abc', '2026-01-01T00:00:00.000Z');`);
+  db.close();
+  const s = new SqliteStore(file, { node: 'here' });
+  const v = await s.getVolume('old');
+  assert.equal(v?.revision, 1);
+  assert.deepEqual(v?.details, { image: '/i/old.img' });
+  assert.deepEqual((await s.mounts('old')).map((m) => [m.node, m.id, m.count]), [['here', 'abc', 2]]);
+  assert.deepEqual((await s.pendingOps('here')).map((o) => [o.node, o.volume, o.mountId]), [['here', 'old', 'abc']]);
+  const u = await s.updateVolume({ ...v!, state: 'removing' });
+  assert.equal(u.revision, 2);
+  await s.close();
+  const again = new SqliteStore(file, { node: 'elsewhere' });
+  assert.equal((await again.mounts('old'))[0].node, 'here', 'migrated once only');
+  await again.close();
 });

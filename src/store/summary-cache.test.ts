@@ -5,14 +5,13 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import Database from 'better-sqlite3';
 import { SqliteStore } from './sqlite.js';
-import type { VolumeRecord } from '../core/types.js';
+import { contractRecord as rec } from './contract.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ballast-summary-cache-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const rec = (name: string, extra: Partial<VolumeRecord> = {}): VolumeRecord => ({
-  name, backend: 'local', spec: { mode: 493 }, mountpoint: `/x/${name}`, createdAt: '2026-01-01T00:00:00.000Z', state: 'ready', details: {}, ...extra,
-});
+/** The stored record's current revision, for a compare-and-swap write. */
+const rev = async (s: SqliteStore, name: string) => (await s.getVolume(name))?.revision ?? 0;
 const names = async (s: SqliteStore) => (await s.listSummaries()).map((v) => v.name);
 
 test('SqliteStore shares frozen summaries until a write through it makes them stale', async () => {
@@ -21,15 +20,15 @@ test('SqliteStore shares frozen summaries until a write through it makes them st
   const first = await s.listSummaries();
   assert.ok(Object.isFrozen(first) && Object.isFrozen(first[0]));
   assert.equal(await s.listSummaries(), first, 'unchanged store: the same array');
-  await s.addMount('a', 'm1'); // the ledger is not part of the summaries
+  await s.addMountWithUndo('a', 'n1', 'm1'); // the ledger is not part of the summaries
   assert.equal(await s.listSummaries(), first);
   await s.insertVolume(rec('b'));
   assert.deepEqual(await names(s), ['a', 'b']);
-  await s.updateVolume(rec('b', { mountpoint: '/y/b' }));
+  await s.updateVolume({ ...rec('b', { mountpoint: '/y/b' }), revision: await rev(s, 'b') });
   assert.equal((await s.listSummaries())[1].mountpoint, '/y/b');
-  await s.deleteVolume('a');
+  await s.deleteVolume('a', await rev(s, 'a'));
   assert.deepEqual(await names(s), ['b']);
-  assert.equal(await s.insertVolume(rec('b')), false);
+  assert.equal(await s.insertVolume(rec('b')), undefined);
   assert.deepEqual(await names(s), ['b']);
   await s.close();
 });
@@ -60,14 +59,14 @@ test('the cache follows this store\'s own writes by splicing, and always equals 
     const n = `v${rnd(60)}`;
     const k = rnd(3);
     if (k === 0) await s.insertVolume(rec(n));
-    else if (k === 1) await s.updateVolume(rec(n, { state: 'removing', mountpoint: rnd(2) ? `/x/${n}` : `/z/${n}` })).catch(() => undefined);
-    else await s.deleteVolume(n);
+    else if (k === 1) await s.updateVolume({ ...rec(n, { state: 'removing', mountpoint: rnd(2) ? `/x/${n}` : `/z/${n}` }), revision: await rev(s, n) }).catch(() => undefined);
+    else await s.deleteVolume(n, await rev(s, n));
     if (i % 25 === 0) assert.deepEqual(await s.listSummaries(), await fresh.listSummaries(), `after step ${i}`);
   }
   assert.deepEqual(await s.listSummaries(), await fresh.listSummaries());
   const before = await s.listSummaries();
   const someone = before[0];
-  await s.updateVolume(rec(someone.name, { mountpoint: someone.mountpoint, createdAt: someone.createdAt, state: 'ready', details: { x: 1 } }));
+  await s.updateVolume({ ...rec(someone.name, { mountpoint: someone.mountpoint, createdAt: someone.createdAt, state: 'ready', details: { x: 1 } }), revision: await rev(s, someone.name) });
   assert.equal(await s.listSummaries(), before, 'a write List does not show keeps the same array (and its encoding)');
   await s.close();
   await fresh.close();

@@ -1,55 +1,61 @@
-import type { MountRef, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
+import type { MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
+import { ConflictError } from '../core/errors.js';
 
 /**
- * Metadata store: volume records and the mount ledger. Two real implementations: SQLite (embedded
- * default) and etcd (cluster mode, later); an in-memory one for unit tests.
- * All methods are atomic on their own; the ledger methods return the volume's total after the change.
+ * Metadata store: volume records, the mount ledger and the operation journal. Two real
+ * implementations: SQLite (the embedded default, one host) and etcd (cluster mode); an in-memory one
+ * for unit tests. One contract suite (store.test.ts) runs against all of them.
+ *
+ * - Every method is atomic on its own.
+ * - Records are versioned: the store assigns `revision` on every write, and updateVolume/deleteVolume
+ *   are compare-and-swap on the revision the caller read. A lost race throws a ConflictError
+ *   (retryable) naming the volume; nothing is changed then. There is no blind update.
+ * - The ledger and the journal are keyed by node: (volume, node, mount ID). A daemon writes, recovers
+ *   and reconciles only its own node's rows; `mounts(volume)` shows every node's, so that a volume
+ *   referenced anywhere is not removed.
  */
 export interface MetadataStore {
   getVolume(name: string): Promise<VolumeRecord | undefined>;
   listVolumes(): Promise<VolumeRecord[]>;
   listSummaries(): Promise<VolumeSummary[]>;
-  /** Inserts the record; returns false (and changes nothing) when the name exists. */
-  insertVolume(rec: VolumeRecord): Promise<boolean>;
-  /** Replaces an existing record. */
-  updateVolume(rec: VolumeRecord): Promise<void>;
-  /** Deletes the record and its ledger entries; absent is fine. */
-  deleteVolume(name: string): Promise<void>;
+  /** Inserts a new record; returns it with its first revision, or undefined (nothing changed) when the name exists. */
+  insertVolume(rec: NewVolumeRecord): Promise<VolumeRecord | undefined>;
+  /**
+   * Replaces the record when its stored revision is still `rec.revision`; returns it with its new
+   * revision. Throws a ConflictError when the record changed since, or is gone.
+   */
+  updateVolume(rec: VolumeRecord): Promise<VolumeRecord>;
+  /**
+   * Deletes the record and every node's ledger entries when its stored revision is still `revision`;
+   * absent is fine. Throws a ConflictError when the record changed since.
+   */
+  deleteVolume(name: string, revision: number): Promise<void>;
 
   /**
-   * Adds one reference for (volume, id); returns the volume's total references. When `endOp` is
-   * given, that journal entry is closed in the same transaction.
+   * Adds one reference for (volume, node, id) and, in the same transaction, journals its undo: an
+   * unmount of (volume, node, id). The caller ends the returned journal entry once the mount is
+   * answered; a crash before that leaves the entry, and recovery drops the reference the caller never
+   * learnt of. `total` is the node's references to the volume after the change.
    */
-  addMount(volume: string, id: string, endOp?: number): Promise<number>;
+  addMountWithUndo(volume: string, node: string, id: string): Promise<{ total: number; undo: number }>;
   /**
-   * Adds one reference for (volume, id) and, in the same transaction, turns the mount journal entry
-   * `op` into its undo: an unmount of (volume, id). The caller ends `op` once the mount is answered; a
-   * crash before that leaves the entry, and recovery drops the reference the caller never learnt of.
-   * Returns the volume's total references.
+   * Removes one reference for (volume, node, id) if present; returns whether it was there and the
+   * node's references to the volume left. When `endOp` is given, that journal entry of the node is
+   * closed in the same transaction.
    */
-  commitMount(volume: string, id: string, op: number): Promise<number>;
-  /**
-   * Adds one reference for (volume, id) and, in the same transaction, journals its undo: an unmount of
-   * (volume, id). The caller ends the returned journal entry once the mount is answered; a crash before
-   * that leaves the entry, and recovery drops the reference the caller never learnt of. One commit where
-   * beginOp + commitMount take two (Mount needs no journal entry before publish: a volume published
-   * without a reference is unpublished by the start-up reconcile, journal or not).
-   */
-  addMountWithUndo(volume: string, id: string): Promise<{ total: number; undo: number }>;
-  /**
-   * Removes one reference for (volume, id) if present; returns whether it was there and the total left.
-   * When `endOp` is given, that journal entry is closed in the same transaction.
-   */
-  removeMount(volume: string, id: string, endOp?: number): Promise<{ removed: boolean; total: number }>;
+  removeMount(volume: string, node: string, id: string, endOp?: number): Promise<{ removed: boolean; total: number }>;
+  /** Every node's references to the volume. */
   mounts(volume: string): Promise<MountRef[]>;
-  allMounts(): Promise<MountRef[]>;
-  mountCount(volume: string): Promise<number>;
+  /** The node's references, to every volume. */
+  nodeMounts(node: string): Promise<MountRef[]>;
+  /** The node's references to the volume. */
+  mountCount(volume: string, node: string): Promise<number>;
 
-  /** Journal: records the intent of a multi-step operation before its first step; returns its id. */
+  /** Journal: records the intent of a multi-step operation of a node before its first step; returns its id. */
   beginOp(op: Omit<OpRecord, 'id' | 'startedAt'>): Promise<number>;
-  endOp(id: number): Promise<void>;
-  /** Operations that began and never ended: a crash happened between their steps. */
-  pendingOps(): Promise<OpRecord[]>;
+  endOp(node: string, id: number): Promise<void>;
+  /** The node's operations that began and never ended: a crash happened between their steps. */
+  pendingOps(node: string): Promise<OpRecord[]>;
 
   /**
    * Optional: throws a ResourceExhaustedError (a sentence naming the directory) when the store's filesystem
@@ -59,4 +65,9 @@ export interface MetadataStore {
   assertRoom?(action: string): void;
 
   close(): Promise<void>;
+}
+
+/** The Conflict of a compare-and-swap that lost: another writer changed the record since it was read. */
+export function lostRace(name: string): ConflictError {
+  return new ConflictError(`volume ${name} was changed by another operation while this one ran; nothing was changed by this one. Retry it`, { retryable: true });
 }

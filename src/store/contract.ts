@@ -1,0 +1,133 @@
+/**
+ * The MetadataStore contract as tests, run against every implementation: MemoryStore and SqliteStore
+ * in store.test.ts, EtcdStore against a real 3-member etcd in test/e2e/etcd-store.test.ts. Each test
+ * gets a fresh, empty store from `make` and closes it.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { MetadataStore } from './types.js';
+import type { NewVolumeRecord, VolumeRecord } from '../core/types.js';
+
+export const contractRecord = (name: string, extra: Partial<NewVolumeRecord> = {}): NewVolumeRecord => ({
+  name, backend: 'local', spec: { mode: 493 }, mountpoint: `/x/${name}`, createdAt: '2026-01-01T00:00:00.000Z', state: 'ready', details: {}, ...extra,
+});
+
+const conflict = (re: RegExp) => (e: unknown) => (e as { code?: string }).code === 'Conflict' && re.test((e as Error).message);
+
+export function runStoreContract(kind: string, make: () => Promise<MetadataStore> | MetadataStore): void {
+  const rec = contractRecord;
+  const use = async (fn: (s: MetadataStore) => Promise<void>) => {
+    const s = await make();
+    try { await fn(s); } finally { await s.close(); }
+  };
+
+  describe(`${kind} store contract`, () => {
+    test('insert refuses duplicates and assigns a revision; get, list, summaries', () => use(async (s) => {
+      const b = await s.insertVolume(rec('b'));
+      const a = await s.insertVolume(rec('a'));
+      assert.ok(a && b, 'new names are inserted');
+      assert.equal(typeof a.revision, 'number');
+      assert.equal(await s.insertVolume(rec('a', { backend: 'other' })), undefined, 'a taken name is refused');
+      const got = await s.getVolume('a');
+      assert.equal(got?.backend, 'local', 'the refused insert changed nothing');
+      assert.equal(got?.revision, a.revision);
+      assert.deepEqual((await s.listVolumes()).map((v) => v.name), ['a', 'b']);
+      assert.deepEqual(await s.listSummaries(), [
+        { name: 'a', mountpoint: '/x/a', createdAt: '2026-01-01T00:00:00.000Z' },
+        { name: 'b', mountpoint: '/x/b', createdAt: '2026-01-01T00:00:00.000Z' },
+      ]);
+      assert.equal(await s.getVolume('zzz'), undefined);
+    }));
+
+    test('update is a compare-and-swap on the revision: a stale writer loses and changes nothing', () => use(async (s) => {
+      const v1 = (await s.insertVolume(rec('a')))!;
+      const v2 = await s.updateVolume({ ...v1, state: 'removing', details: { k: [1, 2] } });
+      assert.notEqual(v2.revision, v1.revision, 'every write gets a new revision');
+      assert.deepEqual((await s.getVolume('a'))?.details, { k: [1, 2] });
+      assert.equal((await s.getVolume('a'))?.revision, v2.revision);
+      // A second writer that read v1 lost the race.
+      await assert.rejects(s.updateVolume({ ...v1, details: { stale: true } }), conflict(/volume a was changed by another operation/));
+      assert.deepEqual((await s.getVolume('a'))?.details, { k: [1, 2] }, 'the stale update changed nothing');
+      const v3 = await s.updateVolume({ ...v2, state: 'ready' });
+      assert.equal((await s.getVolume('a'))?.state, 'ready');
+      assert.ok(v3.revision !== v2.revision);
+      await assert.rejects(s.updateVolume({ ...rec('zzz'), revision: 1 } as VolumeRecord), conflict(/volume zzz was removed/));
+      assert.equal(await s.getVolume('zzz'), undefined, 'updating an absent record creates nothing');
+    }));
+
+    test('delete is a compare-and-swap too, drops every node\'s ledger entries, and absent is fine', () => use(async (s) => {
+      const v1 = (await s.insertVolume(rec('a')))!;
+      const v2 = await s.updateVolume({ ...v1, state: 'removing' });
+      await assert.rejects(s.deleteVolume('a', v1.revision), conflict(/volume a was changed/));
+      assert.ok(await s.getVolume('a'), 'a stale delete deletes nothing');
+      await s.addMountWithUndo('a', 'n1', 'x');
+      await s.addMountWithUndo('a', 'n2', 'y');
+      await s.deleteVolume('a', v2.revision);
+      assert.equal(await s.getVolume('a'), undefined);
+      assert.deepEqual(await s.mounts('a'), []);
+      assert.equal(await s.mountCount('a', 'n1'), 0);
+      assert.equal(await s.mountCount('a', 'n2'), 0);
+      await s.deleteVolume('a', v2.revision);
+      assert.deepEqual((await s.listSummaries()).map((x) => x.name), []);
+    }));
+
+    test('the ledger is a multiset of (volume, node, mount ID); totals are per node', () => use(async (s) => {
+      await s.insertVolume(rec('v'));
+      await s.insertVolume(rec('w'));
+      assert.equal((await s.addMountWithUndo('v', 'n1', 'x')).total, 1);
+      assert.equal((await s.addMountWithUndo('v', 'n1', 'x')).total, 2);
+      assert.equal((await s.addMountWithUndo('v', 'n1', 'y')).total, 3);
+      assert.equal((await s.addMountWithUndo('v', 'n2', 'x')).total, 1, 'the same mount ID on another node is another entry');
+      assert.equal((await s.addMountWithUndo('w', 'n1', 'z')).total, 1);
+      assert.deepEqual((await s.mounts('v')).map((m) => [m.node, m.id, m.count]).sort(), [['n1', 'x', 2], ['n1', 'y', 1], ['n2', 'x', 1]]);
+      assert.deepEqual((await s.nodeMounts('n1')).map((m) => [m.volume, m.id, m.count]).sort(), [['v', 'x', 2], ['v', 'y', 1], ['w', 'z', 1]]);
+      assert.deepEqual((await s.nodeMounts('n2')).map((m) => [m.volume, m.id]), [['v', 'x']]);
+      assert.equal(await s.mountCount('v', 'n1'), 3);
+      assert.equal(await s.mountCount('v', 'n2'), 1);
+      assert.deepEqual(await s.removeMount('v', 'n1', 'x'), { removed: true, total: 2 });
+      assert.deepEqual(await s.removeMount('v', 'n1', 'nope'), { removed: false, total: 2 });
+      assert.deepEqual(await s.removeMount('v', 'n3', 'x'), { removed: false, total: 0 }, 'another node\'s reference is not this node\'s');
+      assert.deepEqual(await s.removeMount('v', 'n1', 'x'), { removed: true, total: 1 });
+      assert.deepEqual(await s.removeMount('v', 'n1', 'x'), { removed: false, total: 1 });
+      assert.equal(await s.mountCount('v', 'n2'), 1, 'node n2 kept its reference');
+      const r = (await s.mounts('v')).find((m) => m.node === 'n2');
+      assert.ok(r && !Number.isNaN(Date.parse(r.since)), 'a reference knows since when');
+    }));
+
+    test('journal: per node; addMountWithUndo journals the undo with the reference; removeMount can end an entry', () => use(async (s) => {
+      await s.insertVolume(rec('v'));
+      const { total, undo } = await s.addMountWithUndo('v', 'n1', 'x');
+      assert.equal(total, 1);
+      assert.deepEqual((await s.pendingOps('n1')).map((o) => [o.id, o.node, o.op, o.volume, o.mountId]), [[undo, 'n1', 'unmount', 'v', 'x']]);
+      assert.deepEqual(await s.pendingOps('n2'), [], 'another node sees none of it');
+      await s.endOp('n2', undo);
+      assert.equal((await s.pendingOps('n1')).length, 1, 'another node cannot end it');
+      await s.endOp('n1', undo);
+      assert.deepEqual(await s.pendingOps('n1'), []);
+      assert.equal(await s.mountCount('v', 'n1'), 1, 'ending the undo keeps the reference');
+      const u = await s.beginOp({ volume: 'v', node: 'n1', op: 'unmount', mountId: 'x' });
+      const o2 = await s.beginOp({ volume: 'v', node: 'n2', op: 'unmount', mountId: 'q' });
+      assert.notEqual(u, o2);
+      assert.deepEqual(await s.removeMount('v', 'n1', 'x', u), { removed: true, total: 0 });
+      assert.deepEqual(await s.pendingOps('n1'), [], 'the ledger change ended the entry');
+      assert.deepEqual(await s.removeMount('v', 'n2', 'q', o2), { removed: false, total: 0 });
+      assert.deepEqual(await s.pendingOps('n2'), [], 'the entry ends even when the reference was not there');
+      const started = await s.beginOp({ volume: 'v', node: 'n1', op: 'mount', mountId: 'm' });
+      const [p] = await s.pendingOps('n1');
+      assert.equal(p.id, started);
+      assert.ok(!Number.isNaN(Date.parse(p.startedAt)));
+    }));
+
+    test('concurrent writers: counts stay exact and exactly one of two racing updates wins', () => use(async (s) => {
+      const v = (await s.insertVolume(rec('v')))!;
+      await Promise.all(Array.from({ length: 50 }, (_, i) => s.addMountWithUndo('v', i % 2 ? 'n1' : 'n2', `id${i % 5}`)));
+      assert.equal(await s.mountCount('v', 'n1') + await s.mountCount('v', 'n2'), 50);
+      const results = await Promise.allSettled([s.updateVolume({ ...v, details: { w: 1 } }), s.updateVolume({ ...v, details: { w: 2 } })]);
+      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, 'one wins');
+      const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      assert.equal((lost.reason as { code?: string }).code, 'Conflict');
+      const winner = (results.find((r) => r.status === 'fulfilled') as PromiseFulfilledResult<VolumeRecord>).value;
+      assert.deepEqual((await s.getVolume('v'))?.details, winner.details);
+    }));
+  });
+}

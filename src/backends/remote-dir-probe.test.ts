@@ -47,7 +47,7 @@ function fakeHost(vanishAt: 'probe' | 'after-probe' | 'never', probeAnswer: { co
   };
   const ctx: BackendContext = { root, exec, mounts, log: pino({ level: 'silent' }) };
   const b = new RemoteDirBackend('s3', s3Fs('s3', { url: 'http://127.0.0.1:7480', bucket: 'b1', passwdFile: '/etc/ballast/s3.passwd', mountTimeoutSec: 5 }), ctx);
-  const vol: VolumeRecord = { name: 'v1', backend: 's3', spec: { existing: false }, mountpoint: b.place('v1').mountpoint, createdAt: '', state: 'creating', details: {} };
+  const vol: VolumeRecord = { name: 'v1', backend: 's3', spec: { existing: false }, mountpoint: b.place('v1').mountpoint, createdAt: '', state: 'creating', details: {}, revision: 0 };
   const tmpDir = join(root, 'backends', 's3', 'tmp');
   return { root, b, vol, calls, mounted, mounts, hooks, tmpDir, done: () => rmSync(root, { recursive: true, force: true }) };
 }
@@ -70,7 +70,7 @@ test('remote dir: a client that mounts and then exits (server down) fails create
 test('remote dir: a mount whose probe gets an error from the client is unmounted and the error names the server', async () => {
   const h = fakeHost('never', { code: 1, stderr: "stat: cannot statx '/m/.ballast-probe': Software caused connection abort" });
   try {
-    await assert.rejects(h.b.publish({ ...h.vol, state: 'ready' }), /s3 backend s3 \(bucket b1 at http:\/\/127\.0\.0\.1:7480\): mounted v1 but the server did not answer through it \(cannot statx '.*\.ballast-probe': Software caused connection abort\); is the server up and reachable\?/);
+    await assert.rejects(h.b.stage({ ...h.vol, state: 'ready' }, h.vol.mountpoint), /s3 backend s3 \(bucket b1 at http:\/\/127\.0\.0\.1:7480\): mounted v1 but the server did not answer through it \(cannot statx '.*\.ballast-probe': Software caused connection abort\); is the server up and reachable\?/);
     assert.deepEqual(h.calls, ['s3fs', 'stat', 'umount']);
     assert.equal(h.mounted.size, 0);
   } finally { h.done(); }
@@ -79,7 +79,7 @@ test('remote dir: a mount whose probe gets an error from the client is unmounted
 test('remote dir: a client that answers is handed out; create makes the directory through it', async () => {
   const h = fakeHost('never');
   try {
-    await h.b.publish({ ...h.vol, state: 'ready' });
+    await h.b.stage({ ...h.vol, state: 'ready' }, h.vol.mountpoint);
     assert.deepEqual(h.calls, ['s3fs', 'stat']);
     assert.ok(h.mounted.has(h.vol.mountpoint));
     h.calls.length = 0;

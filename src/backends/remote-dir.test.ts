@@ -86,7 +86,7 @@ test('nfs: per-volume options, nested existing= paths, label and status name the
   assert.equal(fs.label, 'nfs backend n (server filer1:/exports/docker)');
   assert.deepEqual(fs.statusFacts, { server: 'filer1', export: '/exports/docker' });
   assert.deepEqual(fs.mountArgv('team/db', '/m/v', { mountopts: ['ro'] }), ['mount', '-t', 'nfs', '-o', 'ro', 'filer1:/exports/docker/team/db', '/m/v']);
-  assert.equal(b.status({ name: 'v', backend: 'n', spec: { mountopts: [], dir: 'team/db', existing: true }, mountpoint: '/m/v', createdAt: '', state: 'ready', details: {} }).dir, 'team/db');
+  assert.equal(b.status({ name: 'v', backend: 'n', spec: { mountopts: [], dir: 'team/db', existing: true }, mountpoint: '/m/v', createdAt: '', state: 'ready', details: {}, revision: 0 }).dir, 'team/db');
   assert.throws(() => nfsFs('n', { server: 'f', export: '/e', mountTimeoutSec: 0 }), /mountTimeoutSec must be a whole number/);
 });
 
@@ -107,20 +107,20 @@ test('checkHealth: a mount is dead only when its client process is gone, not whi
   const b = glusterfsFactory.create('g', { servers: ['g1'], volume: 'gv0' }, { ...ctx, root: '/var/lib/ballast-unit-test', exec: notConnected });
   const name = `v${process.pid}`;
   const mp = b.place(name).mountpoint;
-  const vol = { name, backend: 'g', spec: { existing: false }, mountpoint: mp, createdAt: '', state: 'ready' as const, details: {} };
-  const dead = await (b as RemoteDirBackend).checkHealth(vol);
+  const vol = { name, backend: 'g', spec: { existing: false }, mountpoint: mp, createdAt: '', state: 'ready' as const, details: {}, revision: 0 };
+  const dead = await (b as RemoteDirBackend).checkHealth(vol, mp);
   assert.equal(dead.healthy, false);
   assert.match(dead.reason ?? '', /not connected/);
   // A live process with the mountpoint among its arguments stands for the client (glusterfs, sshfs).
   const client = spawn('sh', ['-c', 'sleep 30; :', 'glusterfs', mp], { stdio: 'ignore' });
   try {
     await new Promise((r) => setTimeout(r, 100));
-    const away = await (b as RemoteDirBackend).checkHealth(vol);
+    const away = await (b as RemoteDirBackend).checkHealth(vol, mp);
     assert.equal(away.healthy, true);
     assert.match(away.reason ?? '', new RegExp(`glusterfs client \\(pid ${client.pid}\\) is running and reconnects by itself`));
   } finally {
     client.kill('SIGKILL');
   }
   const healthy = glusterfsFactory.create('g', { servers: ['g1'], volume: 'gv0' }, ctx) as RemoteDirBackend;
-  assert.deepEqual(await healthy.checkHealth(vol), { healthy: true });
+  assert.deepEqual(await healthy.checkHealth(vol, mp), { healthy: true });
 });

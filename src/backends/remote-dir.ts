@@ -1,6 +1,6 @@
 import { mkdir, readdir, rm, rmdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { mountpointOf, probeMountpoint, type Backend, type BackendContext, type HealthChecker, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type ProvisionContext } from './types.js';
+import { mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_MULTI_WRITER, type Backend, type BackendContext, type HealthChecker, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type ProvisionContext } from './types.js';
 import type { VolumeRecord } from '../core/types.js';
 import { ConflictError, InvalidArgumentError, UnavailableError } from '../core/errors.js';
 import { checkOptionKeys } from './options.js';
@@ -53,7 +53,8 @@ export const REMOTE_DIR_OPTIONS: readonly OptionDoc[] = [
  * (src/host/fs-child.ts): the daemon's own thread pool never waits on a server that does not answer.
  */
 export class RemoteDirBackend implements Backend, HealthChecker, OrphanFinder {
-  readonly shareable = true;
+  /** A shared filesystem: any number of nodes read and write it at once. */
+  readonly access = MULTI_NODE_MULTI_WRITER;
   readonly optionDocs: readonly OptionDoc[];
   readonly type: string;
   protected readonly base: string;
@@ -216,7 +217,7 @@ export class RemoteDirBackend implements Backend, HealthChecker, OrphanFinder {
    * deletes nothing: Ballast never deletes what it cannot see, and a later Remove tries again.
    */
   async deprovision(vol: VolumeRecord): Promise<void> {
-    await this.unpublish(vol);
+    await this.unstage(vol, mountpointOf(vol));
     const mp = mountpointOf(vol);
     if (!(await this.ctx.mounts.at(mp))) await rmdir(mp).catch(() => undefined);
     const spec = this.specOf(vol);
@@ -232,24 +233,26 @@ export class RemoteDirBackend implements Backend, HealthChecker, OrphanFinder {
     }
   }
 
-  async publish(vol: VolumeRecord): Promise<void> {
-    const mp = mountpointOf(vol);
+  /** Mounts the volume's directory of the share at the staging path (one client per volume and path). */
+  async stage(vol: VolumeRecord, stagingPath: string): Promise<void> {
+    const mp = stagingPathOf(stagingPath);
     // The mount table first: mkdir -p of a mounted path stats it, which hangs on a hung client.
     if (await this.ctx.mounts.at(mp)) return;
     await mkdir(mp, { recursive: true, mode: 0o755 });
     await this.mount(this.specOf(vol).dir, mp, vol.spec);
   }
 
-  async unpublish(vol: VolumeRecord): Promise<void> {
-    await unmountAndWait(this.ctx.exec, this.ctx.mounts, mountpointOf(vol));
+  /** Bounded (UNMOUNT_BOUNDS): a hung client is detached lazily and ended. */
+  async unstage(_vol: VolumeRecord, stagingPath: string): Promise<void> {
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, stagingPathOf(stagingPath));
   }
 
-  probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
-    return probeMountpoint(snap, mountpointOf(vol));
+  probe(_vol: VolumeRecord, stagingPath: string, snap: HostSnapshot): 'mounted' | 'unmounted' {
+    return probeMountpoint(snap, stagingPath);
   }
 
-  async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
-    const mp = mountpointOf(vol);
+  async checkHealth(_vol: VolumeRecord, stagingPath: string): Promise<{ healthy: boolean; reason?: string }> {
+    const mp = stagingPathOf(stagingPath);
     const r = await mountAlive(this.ctx.exec, mp);
     if (r.alive) return { healthy: true };
     // A client whose server is away can answer like a dead mount (glusterfs says "Transport endpoint

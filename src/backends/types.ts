@@ -3,7 +3,7 @@ import type { VolumeRecord } from '../core/types.js';
 import type { Exec } from '../host/exec.js';
 import type { MountEntry, MountTable } from '../host/mountinfo.js';
 import type { LoopDevice } from '../host/blockdev.js';
-import { recordedPath } from '../host/paths.js';
+import { callerPath, recordedPath } from '../host/paths.js';
 
 /** What every backend gets from the composition root (constructor injection; fakes in unit tests). */
 export interface BackendContext {
@@ -24,12 +24,15 @@ export interface HostSnapshot {
   readonly loops: readonly LoopDevice[];
 }
 
-/** Probe of a backend whose volume is mounted at its mountpoint: is something mounted there? */
-export function probeMountpoint(snap: HostSnapshot, mountpoint: string): 'mounted' | 'unmounted' {
-  return snap.mounts.some((m) => m.mountpoint === mountpoint) ? 'mounted' : 'unmounted';
+/** Probe of a backend whose volume is mounted at its staging path: is something mounted there? */
+export function probeMountpoint(snap: HostSnapshot, stagingPath: string): 'mounted' | 'unmounted' {
+  return snap.mounts.some((m) => m.mountpoint === stagingPath) ? 'mounted' : 'unmounted';
 }
 
-/** The volume's mountpoint, from its record (see Placement). */
+/** A staging path a caller named, checked before anything is mounted there. */
+export function stagingPathOf(stagingPath: string): string { return callerPath(stagingPath, 'staging path'); }
+
+/** The volume's mountpoint, from its record (see Placement): the Docker path's staging path. */
 export function mountpointOf(vol: VolumeRecord): string { return recordedPath(vol.mountpoint, `mountpoint of volume ${vol.name}`); }
 
 /**
@@ -80,23 +83,121 @@ export interface Placement {
   readonly details: Readonly<Record<string, string>>;
 }
 
+/** How a node uses a volume: read-write, or read-only. */
+export type AccessMode = 'rw' | 'ro';
+
 /**
- * A storage system. It never sees Docker or CSI types. Paths come from the record (`vol.mountpoint`,
- * the placement keys of `vol.details`), which `place` filled at create. Idempotency is part of the contract:
- * - provision: create the storage for a new volume, once, cluster-wide; safe to call again after a crash.
- *   It returns details that are merged over the placement.
- * - deprovision: delete what provision made; absent is success.
- * - publish: make `vol.mountpoint` hold the data on this node (attach, format only if blank, mount);
- *   already published is success. Read "is it mounted" from the real mount table.
- * - unpublish: undo publish on this node; not published is success.
+ * Which nodes may use a volume at once, declared by its backend (CSI's access modes, said once in the
+ * backend and enforced by the service). Containers on one node always share that node's one staging of
+ * the volume; these flags are about nodes.
+ * - single node, one writer (SINGLE_NODE_WRITER): `{ multiNode: false, multiWriter: false, readOnlyExtraNodes: false }`
+ *   (local, block: the data lives on one host)
+ * - one read-write node, any number of read-only ones (MULTI_NODE_SINGLE_WRITER): `{ multiNode: true, multiWriter: false, readOnlyExtraNodes: true }` (rbd)
+ * - any number of read-write nodes (MULTI_NODE_MULTI_WRITER): `{ multiNode: true, multiWriter: true, readOnlyExtraNodes: true }`
+ *   (the shared filesystems: glusterfs, cephfs, sshfs, s3, nfs)
+ * - several nodes, none writing while another holds it (MULTI_NODE_READER_ONLY): `{ multiNode: true, multiWriter: false, readOnlyExtraNodes: false }`
+ */
+export interface AccessModes {
+  /** May more than one node hold the volume at once? */
+  readonly multiNode: boolean;
+  /** May more than one node hold it read-write at once? (Needs multiNode.) */
+  readonly multiWriter: boolean;
+  /** Besides one read-write node, may other nodes hold it read-only? (Needs multiNode.) */
+  readonly readOnlyExtraNodes: boolean;
+}
+
+export const SINGLE_NODE_WRITER: AccessModes = Object.freeze({ multiNode: false, multiWriter: false, readOnlyExtraNodes: false });
+export const MULTI_NODE_SINGLE_WRITER: AccessModes = Object.freeze({ multiNode: true, multiWriter: false, readOnlyExtraNodes: true });
+export const MULTI_NODE_MULTI_WRITER: AccessModes = Object.freeze({ multiNode: true, multiWriter: true, readOnlyExtraNodes: true });
+export const MULTI_NODE_READER_ONLY: AccessModes = Object.freeze({ multiNode: true, multiWriter: false, readOnlyExtraNodes: false });
+
+/** A node that holds a volume now (staged or attached there), and how. */
+export interface AccessHolder {
+  readonly node: string;
+  readonly mode: AccessMode;
+  /** Since when, for the sentence (RFC 3339 or a clock time); optional. */
+  readonly since?: string;
+}
+
+export type AccessDecision = { readonly allowed: true } | { readonly allowed: false; readonly reason: string };
+
+/**
+ * May `want.node` take volume `volume` in `want.mode`, given the backend's declared access modes and the
+ * nodes that hold it now? Pure: the service calls it with the holders it read (ledger, attachments) and
+ * refuses with the reason, a sentence naming the volume, the holding node and what to do. Holders on
+ * the asking node itself are ignored: containers on one node share its one staging (a node going from
+ * read-only to read-write is checked against the other nodes as a writer).
+ */
+export function checkAccess(volume: string, backend: { readonly name: string; readonly access: AccessModes }, want: { readonly node: string; readonly mode: AccessMode }, holders: readonly AccessHolder[]): AccessDecision {
+  const a = backend.access;
+  const others = holders.filter((h) => h.node !== want.node);
+  if (others.length === 0) return { allowed: true };
+  const since = (h: AccessHolder) => (h.since ? ` since ${h.since}` : '');
+  const how = (h: AccessHolder) => (h.mode === 'rw' ? 'read-write' : 'read-only');
+  const list = (hs: readonly AccessHolder[]) => {
+    const uniq = new Map<string, AccessHolder>();
+    for (const h of hs) if (!uniq.has(h.node) || (h.mode === 'rw' && uniq.get(h.node)!.mode === 'ro')) uniq.set(h.node, h);
+    return [...uniq.values()].map((h) => `${how(h)} to node ${h.node}${since(h)}`).join(', ');
+  };
+  if (!a.multiNode) {
+    return { allowed: false, reason: `volume ${volume} is attached ${list(others)}; backend ${backend.name} serves a volume on one node at a time. Stop its containers there first, or wait for that node's lease to expire` };
+  }
+  if (a.multiWriter) return { allowed: true };
+  const writers = others.filter((h) => h.mode === 'rw');
+  if (want.mode === 'rw' && writers.length > 0) {
+    return { allowed: false, reason: `volume ${volume} is attached ${list(writers)}; backend ${backend.name} allows one read-write node at a time${a.readOnlyExtraNodes ? ' (other nodes may mount it read-only)' : ''}. Stop its containers there first, or wait for that node's lease to expire` };
+  }
+  if (a.readOnlyExtraNodes) return { allowed: true };
+  // MULTI_NODE_READER_ONLY: several nodes only while none of them writes.
+  if (want.mode === 'rw' || writers.length > 0) {
+    return { allowed: false, reason: `volume ${volume} is attached ${list(want.mode === 'rw' ? others : writers)}; backend ${backend.name} allows several nodes only when all of them mount it read-only. Stop its containers there first, or mount it read-only` };
+  }
+  return { allowed: true };
+}
+
+/**
+ * What a node needs to stage a volume, from the controller side's attach (an RBD lock taken for the node,
+ * a Cinder attachment and its connection data). Never a secret: it is stored and logged.
+ */
+export interface AttachInfo {
+  readonly attachmentId?: string;
+  readonly connection?: Readonly<Record<string, string>>;
+}
+
+/** How stage is asked: with the attach's answer when the backend is an Attacher, read-only when the node holds the volume read-only. */
+export interface StageOptions {
+  readonly attachment?: AttachInfo;
+  /** Stage without writing to the storage (a block filesystem is mounted ro without journal replay, never formatted). */
+  readonly readOnly?: boolean;
+}
+
+/**
+ * A storage system. It never sees Docker or CSI types. Its lifecycle, as CSI splits it:
+ * - provision / deprovision: create or delete the storage of a volume, once, cluster-wide.
+ * - attach / detach (optional, the Attacher interface): make the volume usable by one node, controller side.
+ * - stage / unstage: on this node, make the volume's filesystem appear at the staging path the caller
+ *   names (attach the device locally, format only if blank and Ballast made it, mount; or mount the share).
+ * - publish / unpublish are not per backend: a bind mount of the staging path at a target path
+ *   (src/host/bind.ts). The Docker path needs none: it stages at the record's mountpoint (src/backends/node-ops.ts).
+ *
+ * Paths: node work happens at the path the caller passes, never one recomputed from the config;
+ * a backend's own paths (an image, a FUSE directory) come from the record's details, which `place` filled
+ * at create. `access` says which nodes may hold a volume at once (see AccessModes); the service enforces it.
+ *
+ * Idempotency is part of the contract:
+ * - provision: safe to call again after a crash; returns details that are merged over the placement.
+ * - deprovision: delete what provision made; absent is success. It also unstages the volume at its
+ *   recorded mountpoint on this node (the Docker path's staging).
+ * - stage: already staged at that path is success. "Is it staged" is read from the real mount table.
+ * - unstage: not staged is success; bounded, so a hung client cannot hold an Unmount forever.
  */
 export interface Backend {
   /** Instance name from the config (what `-o backend=` names). */
   readonly name: string;
   /** Backend type: local, block, ... */
   readonly type: string;
-  /** May several containers and nodes write at once? */
-  readonly shareable: boolean;
+  /** Which nodes may hold a volume at once. */
+  readonly access: AccessModes;
   readonly optionDocs: readonly OptionDoc[];
   /** Validates the per-volume options (everything but `backend`) into a normalized spec; rejects unknown keys. */
   parseOptions(opts: Readonly<Record<string, string>>): Record<string, unknown>;
@@ -109,23 +210,40 @@ export interface Backend {
   place(name: string): Placement;
   provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>>;
   deprovision(vol: VolumeRecord): Promise<void>;
-  publish(vol: VolumeRecord): Promise<void>;
-  unpublish(vol: VolumeRecord): Promise<void>;
+  /** Makes the volume's filesystem appear at `stagingPath` on this node (absolute, normalized). */
+  stage(vol: VolumeRecord, stagingPath: string, opts?: StageOptions): Promise<void>;
+  /** Undoes stage at `stagingPath` on this node. */
+  unstage(vol: VolumeRecord, stagingPath: string): Promise<void>;
   /**
-   * Is the volume's data mounted at its mountpoint, judged from the snapshot? `always` for backends
+   * Is the volume's filesystem staged at `stagingPath`, judged from the snapshot? `always` for backends
    * with nothing to mount (a directory is always reachable).
    */
-  probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' | 'always';
+  probe(vol: VolumeRecord, stagingPath: string, snap: HostSnapshot): 'mounted' | 'unmounted' | 'always';
   /** Backend facts for `docker volume inspect` Status; never secrets. */
   status(vol: VolumeRecord): Record<string, unknown>;
+}
+
+/**
+ * Optional ability, controller side: make a volume usable by one node before any node work (an RBD
+ * advisory lock for the node; a Cinder API attach), and undo it. Both idempotent: attaching what is
+ * attached to that node returns the same AttachInfo, detaching what is not attached succeeds. A volume
+ * held by another node in a way its access modes forbid is refused with a BusyError naming that node.
+ */
+export interface Attacher {
+  attach(vol: VolumeRecord, node: string, mode?: AccessMode): Promise<AttachInfo>;
+  detach(vol: VolumeRecord, node: string): Promise<void>;
+}
+
+export function canAttach(b: Backend): b is Backend & Attacher {
+  return typeof (b as Partial<Attacher>).attach === 'function' && typeof (b as Partial<Attacher>).detach === 'function';
 }
 
 /** How provision is called: `resumed` when finishing a create that a crash or a failure interrupted. */
 export interface ProvisionContext { readonly resumed: boolean }
 
-/** Optional ability: tell a dead mount ("Transport endpoint is not connected") from a live one. */
+/** Optional ability: tell a dead staging ("Transport endpoint is not connected") from a live one. */
 export interface HealthChecker {
-  checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }>;
+  checkHealth(vol: VolumeRecord, stagingPath: string): Promise<{ healthy: boolean; reason?: string }>;
 }
 
 export function canCheckHealth(b: Backend): b is Backend & HealthChecker {

@@ -1,5 +1,5 @@
 import { resolve, sep } from 'node:path';
-import { InternalError } from '../core/errors.js';
+import { InternalError, InvalidArgumentError } from '../core/errors.js';
 
 /**
  * Joins base and parts and proves the result stays inside base. Names are validated before they get
@@ -20,6 +20,18 @@ export function within(base: string, ...parts: string[]): string {
 export function recordedPath(value: unknown, what: string): string {
   if (typeof value !== 'string' || !value.startsWith('/') || value.includes('\0') || resolve(value) !== value || value === '/') {
     throw new InternalError(`the stored ${what} ${JSON.stringify(String(value).slice(0, 200))} is not an absolute, normalized path; Ballast will not act on it. See ballast doctor`);
+  }
+  return value;
+}
+
+/**
+ * A path a caller names for node work (a staging or target path from the service, kubelet's paths from
+ * CSI): absolute and normalized (no `..`, `.`, `//` or trailing `/`), not `/`, no NUL. Checked before
+ * anything is mounted there.
+ */
+export function callerPath(value: unknown, what: string): string {
+  if (typeof value !== 'string' || !value.startsWith('/') || value.includes('\0') || resolve(value) !== value || value === '/') {
+    throw new InvalidArgumentError(`the ${what} ${JSON.stringify(String(value).slice(0, 200))} must be an absolute, normalized path (no "..", "." or trailing "/"), and not /`);
   }
   return value;
 }

@@ -52,7 +52,7 @@ function backend(h: ReturnType<typeof fakeHost>, sub: string, config: Record<str
   return new BlockBackend('block', config, { root: join(dir, sub), exec: h.exec, mounts: h.mounts, log: pino({ level: 'silent' }) });
 }
 function vol(b: BlockBackend, name: string, opts: Record<string, string>): VolumeRecord {
-  return { name, backend: 'block', spec: b.parseOptions(opts), mountpoint: b.place(name).mountpoint, createdAt: '', state: 'creating', details: { ...b.place(name).details } };
+  return { name, backend: 'block', spec: b.parseOptions(opts), mountpoint: b.place(name).mountpoint, createdAt: '', state: 'creating', details: { ...b.place(name).details }, revision: 0 };
 }
 
 test('options: size is required, fstype and mount options are checked', () => {
@@ -77,7 +77,7 @@ test('provisioning: thick by default (absent from the spec), thin on request; di
   assert.deepEqual(b.parseOptions({ size: '1G', mountopts: 'discard', provisioning: 'thin' }).mountopts, ['discard']);
   // A record from before provisioning existed: the same options still parse to the same spec (an
   // idempotent re-create compares equal), and it reads as thin (its image is sparse).
-  const legacy: VolumeRecord = { name: 'old', backend: 'block', spec: { size: 1024 ** 3, fstype: 'ext4', mountopts: [] }, mountpoint: '/x/old', createdAt: '', state: 'ready', details: { image: '/x/old.img', formatted: true } };
+  const legacy: VolumeRecord = { name: 'old', backend: 'block', spec: { size: 1024 ** 3, fstype: 'ext4', mountopts: [] }, mountpoint: '/x/old', createdAt: '', state: 'ready', details: { image: '/x/old.img', formatted: true }, revision: 0 };
   assert.deepEqual(b.parseOptions({ size: '1G' }), legacy.spec);
   assert.equal(provisioningOf(legacy), 'thin');
   assert.equal(provisioningOf({ ...legacy, details: { ...legacy.details, provisioning: 'thick' } }), 'thick');
@@ -142,11 +142,11 @@ test('thin volumes: mounts refused while the gate says critical; unmount thaws f
   b.setSpaceGate(gate);
   const t = vol(b, 'tv', { size: '64M', provisioning: 'thin' });
   const tv = { ...t, details: { ...t.details, ...(await b.provision(t)) }, state: 'ready' as const };
-  await assert.rejects(b.publish(tv), (e: Error & { code?: string }) => e.code === 'ResourceExhausted' && /critical/.test(e.message));
+  await assert.rejects(b.stage(tv, tv.mountpoint), (e: Error & { code?: string }) => e.code === 'ResourceExhausted' && /critical/.test(e.message));
   assert.ok(!h.calls.some((c) => c[0] === 'mount'));
   refuse = undefined;
-  await b.publish(tv);
-  await b.unpublish(tv);
+  await b.stage(tv, tv.mountpoint);
+  await b.unstage(tv, tv.mountpoint);
   const i = h.calls.findIndex((c) => c[0] === 'fsfreeze');
   assert.deepEqual(h.calls[i].slice(0, 2), ['fsfreeze', '-u']);
   assert.ok(i < h.calls.findIndex((c) => c[0] === 'umount'), 'thawed before the unmount');
@@ -154,7 +154,7 @@ test('thin volumes: mounts refused while the gate says critical; unmount thaws f
   // Thick volumes never ask the gate.
   const k = vol(b, 'kv', { size: '8M' });
   refuse = 'no';
-  await b.publish({ ...k, details: { ...k.details, ...(await b.provision(k)) }, state: 'ready' });
+  await b.stage({ ...k, details: { ...k.details, ...(await b.provision(k)) }, state: 'ready' }, k.mountpoint);
 });
 
 test('provision makes a sparse image and formats it once, without a force flag', async () => {
@@ -185,31 +185,31 @@ test('an existing image with another filesystem is never formatted or deleted', 
   assert.ok(!h.calls.some((c) => c[0] === 'mkfs.xfs'));
 });
 
-test('publish refuses a blank or foreign image instead of formatting it', async () => {
+test('stage refuses a blank or foreign image instead of formatting it', async () => {
   const h = fakeHost();
   const b = backend(h, 'p3');
   const v = vol(b, 'db', { size: '1G' });
   const { image } = await b.provision(v) as { image: string };
   h.types[image] = undefined; // wiped behind our back
-  await assert.rejects(b.publish(v), /no filesystem signature although Ballast formatted it; refusing to format it again/);
+  await assert.rejects(b.stage(v, v.mountpoint), /no filesystem signature although Ballast formatted it; refusing to format it again/);
   h.types[image] = 'btrfs';
-  await assert.rejects(b.publish(v), /holds btrfs, not ext4; refusing to mount it/);
+  await assert.rejects(b.stage(v, v.mountpoint), /holds btrfs, not ext4; refusing to mount it/);
   assert.equal(h.calls.filter((c) => c[0].startsWith('mkfs')).length, 1);
 });
 
-test('publish mounts once with loop and the allowed options; unpublish unmounts', async () => {
+test('stage mounts once with loop and the allowed options; unstage unmounts', async () => {
   const h = fakeHost();
   const b = backend(h, 'p4');
   const v = vol(b, 'db', { size: '1G', mountopts: 'noatime' });
   await b.provision(v);
-  await b.publish(v);
-  await b.publish(v);
+  await b.stage(v, v.mountpoint);
+  await b.stage(v, v.mountpoint);
   const mounts = h.calls.filter((c) => c[0] === 'mount');
-  assert.equal(mounts.length, 1, 'second publish sees the real mount table and does nothing');
+  assert.equal(mounts.length, 1, 'second stage sees the real mount table and does nothing');
   assert.deepEqual(mounts[0].slice(0, 5), ['mount', '-t', 'ext4', '-o', 'loop,noatime']);
-  await b.unpublish(v);
+  await b.unstage(v, v.mountpoint);
   assert.equal(h.mounted.length, 0);
-  await b.unpublish(v); // absent: success
+  await b.unstage(v, v.mountpoint); // absent: success
   assert.equal(h.calls.filter((c) => c[0] === 'umount').length, 1);
 });
 
@@ -217,6 +217,6 @@ test('a missing image is reported, not recreated', async () => {
   const h = fakeHost();
   const b = backend(h, 'p5');
   const v = vol(b, 'gone', { size: '1G' });
-  await assert.rejects(b.publish(v), /image .* is missing; Ballast will not create an empty one/);
+  await assert.rejects(b.stage(v, v.mountpoint), /image .* is missing; Ballast will not create an empty one/);
   assert.ok(!existsSync(join(dir, 'p5', 'backends', 'block', 'images', 'gone.img')));
 });

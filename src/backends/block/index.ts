@@ -1,15 +1,16 @@
 import { statSync, statfsSync } from 'node:fs';
 import { mkdir, open, readdir, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
-import { detailPath, mountpointOf, probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type SpaceGate, type ThinSpace } from '../types.js';
+import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, SINGLE_NODE_WRITER, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type SpaceGate, type StageOptions, type ThinSpace } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { FailedPreconditionError, InternalError, InvalidArgumentError, ResourceExhaustedError } from '../../core/errors.js';
 import { formatSize, parseSize } from '../../core/validate.js';
 import { checkOptionKeys } from '../options.js';
 import { parseMountOptions } from '../config-values.js';
 import { within } from '../../host/paths.js';
+import { formatIfBlank, stageBlockFilesystem, type BlockFilesystem, type StageBlock } from '../../host/filesystem.js';
 import {
-  FSTYPES, MIN_SIZE, type FsType, allocateFile, detachLoop, freezeFs, loopDevicesOf, makeFilesystem, mountImage, mountedFsType, probeSignature, thawFs, unmount,
+  FSTYPES, MIN_SIZE, type FsType, allocateFile, detachLoop, freezeFs, loopDevicesOf, mountedFsType, probeSignature, thawFs, unmount,
 } from '../../host/blockdev.js';
 import { ExecError } from '../../host/exec.js';
 
@@ -63,9 +64,9 @@ export function human(bytes: number): string {
 }
 
 /**
- * An image file per volume, formatted only when `blkid -p` finds no signature, mounted once per host
- * through an autoclear loop device. Not shareable across hosts (one kernel owns the filesystem);
- * containers on this host share the one mount.
+ * An image file per volume, formatted at create only when `blkid -p` finds no signature, staged once per
+ * host through an autoclear loop device (src/host/filesystem.ts). One node only (the image is on this
+ * host's disk, and one kernel owns the filesystem); containers on this host share the one mount.
  *
  * Thick (default): the image is allocated in full at create (fallocate), so once create succeeded a full
  * host filesystem cannot fail a write inside the volume. Thin: a sparse image; creates are accounted
@@ -74,7 +75,7 @@ export function human(bytes: number): string {
  */
 export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
   readonly type = 'block';
-  readonly shareable = false;
+  readonly access = SINGLE_NODE_WRITER;
   readonly optionDocs = OPTIONS;
   private readonly imageDir: string;
   private readonly mountDir: string;
@@ -193,24 +194,22 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
     }
     this.ctx.fault?.('block.image-created');
     // An image this call created (O_EXCL) is blank by construction; one that was there is probed first.
-    const sig = adopted ? await probeSignature(this.ctx.exec, image) : undefined;
-    if (!sig) {
-      try {
-        await makeFilesystem(this.ctx.exec, spec.fstype, image, vol.name);
-        // mke2fs zeroes ranges with FALLOC_FL_PUNCH_HOLE where ZERO_RANGE is missing (tmpfs): fill those
-        // holes again (allocation never changes what the image reads).
-        if (mode === 'thick' && (await stat(image)).blocks * 512 < spec.size) {
-          await allocateFile(this.ctx.exec, image, spec.size, true).catch(async (e) => { throw await this.allocationError(vol, image, e, adopted); });
-        }
-      } catch (e) {
-        if (!adopted) await rm(image, { force: true }); // only the image this call made
-        throw e;
+    let made: 'formatted' | 'adopted';
+    try {
+      made = await formatIfBlank(this.ctx.exec, this.filesystem(vol, image), {
+        knownBlank: !adopted, label: vol.name,
+        hint: (t) => `Move it away or create the volume with -o fstype=${t ?? '...'}`,
+      });
+      // mke2fs zeroes ranges with FALLOC_FL_PUNCH_HOLE where ZERO_RANGE is missing (tmpfs): fill those
+      // holes again (allocation never changes what the image reads).
+      if (made === 'formatted' && mode === 'thick' && (await stat(image)).blocks * 512 < spec.size) {
+        await allocateFile(this.ctx.exec, image, spec.size, true).catch(async (e) => { throw await this.allocationError(vol, image, e, adopted); });
       }
-    } else if (sig.type !== spec.fstype) {
-      throw new InternalError(`image ${image} for volume ${vol.name} already holds ${sig.type ?? sig.ptType ?? 'data'}, not ${spec.fstype}; Ballast will not format over it. Move it away or create the volume with -o fstype=${sig.type ?? '...'}`);
-    } else {
-      this.ctx.log.warn({ volume: vol.name, image }, 'adopting an existing image that already holds a filesystem');
+    } catch (e) {
+      if (!adopted) await rm(image, { force: true }); // only the image this call made
+      throw e;
     }
+    if (made === 'adopted') this.ctx.log.warn({ volume: vol.name, image }, 'adopting an existing image that already holds a filesystem');
     return { image, formatted: true, provisioning: mode, ...(adopted ? { adopted: true } : {}) };
   }
 
@@ -228,53 +227,42 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
   }
 
   async deprovision(vol: VolumeRecord): Promise<void> {
-    await this.unpublish(vol);
+    await this.unstage(vol, mountpointOf(vol));
     await rm(this.imageOf(vol), { force: true });
     await rmdir(mountpointOf(vol)).catch(() => undefined);
   }
 
-  async publish(vol: VolumeRecord): Promise<void> {
+  private filesystem(vol: VolumeRecord, image: string): BlockFilesystem {
+    return { source: image, loop: true, fstype: (vol.spec as unknown as BlockSpec).fstype, what: `the image ${image}`, volume: vol.name };
+  }
+
+  /**
+   * Mounts the image at the staging path through an autoclear loop device; never formats (that happened
+   * at create: a blank image now is damage, and refused). New mounts of a thin volume wait while its host
+   * filesystem is below the critical level.
+   */
+  async stage(vol: VolumeRecord, stagingPath: string, opts: StageOptions = {}): Promise<void> {
     const spec = vol.spec as unknown as BlockSpec;
-    const mp = mountpointOf(vol);
+    const mp = stagingPathOf(stagingPath);
     const image = this.imageOf(vol);
     const thin = provisioningOf(vol) === 'thin';
-    // New mounts of a thin volume wait while its host filesystem is below the critical level.
     const refusal = thin ? this.gate?.refuseMount(vol, image) : undefined;
     if (refusal) throw new ResourceExhaustedError(refusal);
-    // Already mounted (a second reference): two syscalls answer it, without reading the mount table.
-    if (mountedFsType(mp) === spec.fstype) {
-      if (thin) this.gate?.published(vol);
-      return;
-    }
-    await mkdir(mp, { recursive: true, mode: 0o755 });
-    const cur = await this.ctx.mounts.at(mp);
-    if (cur) {
-      if (cur.fstype !== spec.fstype) throw new InternalError(`${mp} is already mounted with ${cur.fstype} from ${cur.source}, not volume ${vol.name}'s ${spec.fstype}; unmount it first`);
-      if (thin) this.gate?.published(vol);
-      return;
-    }
-    if (!(await stat(image).catch(() => undefined))) {
-      throw new InternalError(`the image ${image} of volume ${vol.name} is missing; Ballast will not create an empty one in its place. Restore it, or remove the volume`);
-    }
-    // mount -t names the filesystem, so a wiped or foreign image fails to mount and is never formatted;
-    // only then is it probed, to say why.
-    try {
-      await mountImage(this.ctx.exec, image, spec.fstype, mp, spec.mountopts);
-    } catch (e) {
-      const sig = await probeSignature(this.ctx.exec, image).catch(() => undefined);
-      if (!sig) {
-        throw new InternalError(`the image ${image} of volume ${vol.name} has no filesystem signature although Ballast formatted it; refusing to format it again. Inspect it (blkid -p, fsck) before use`, { cause: e });
-      }
-      if (sig.type !== spec.fstype) {
-        throw new InternalError(`the image ${image} of volume ${vol.name} holds ${sig.type ?? 'something else'}, not ${spec.fstype}; refusing to mount it`, { cause: e });
-      }
-      throw e;
-    }
+    // Already mounted (a second reference) is answered inside with two syscalls, without the mount table.
+    const st: StageBlock = {
+      ...this.filesystem(vol, image), stagingPath: mp, mountopts: spec.mountopts, readOnly: opts.readOnly, mayFormat: false, localSource: true,
+      beforeMount: async () => {
+        if (!(await stat(image).catch(() => undefined))) {
+          throw new InternalError(`the image ${image} of volume ${vol.name} is missing; Ballast will not create an empty one in its place. Restore it, or remove the volume`);
+        }
+      },
+    };
+    await stageBlockFilesystem(this.ctx.exec, this.ctx.mounts, st);
     if (thin) this.gate?.published(vol);
   }
 
-  async unpublish(vol: VolumeRecord): Promise<void> {
-    const mp = mountpointOf(vol);
+  async unstage(vol: VolumeRecord, stagingPath: string): Promise<void> {
+    const mp = stagingPathOf(stagingPath);
     if (await this.ctx.mounts.at(mp)) {
       // Thaw first: unmounting a frozen filesystem would block in its final sync (or leave the
       // superblock frozen). A thin volume may be frozen by the watcher, or by a daemon that crashed.
@@ -291,8 +279,8 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
     }
   }
 
-  probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
-    return probeMountpoint(snap, mountpointOf(vol));
+  probe(_vol: VolumeRecord, stagingPath: string, snap: HostSnapshot): 'mounted' | 'unmounted' {
+    return probeMountpoint(snap, stagingPath);
   }
 
   async findOrphans(known: ReadonlySet<string>, snap: HostSnapshot): Promise<Orphan[]> {

@@ -1,5 +1,5 @@
 import { mkdir, rmdir } from 'node:fs/promises';
-import { mountpointOf, probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext } from '../types.js';
+import { mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_MULTI_WRITER, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { ConflictError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
 import { checkOptionKeys } from '../options.js';
@@ -23,7 +23,8 @@ interface CephfsSpec { subvolume: string; size?: number; existing: boolean }
  */
 export class CephfsBackend implements Backend, HealthChecker {
   readonly type = 'cephfs';
-  readonly shareable = true;
+  /** A shared filesystem: any number of nodes read and write it at once. */
+  readonly access = MULTI_NODE_MULTI_WRITER;
   readonly optionDocs = OPTIONS;
   private readonly ceph: CephClient;
   private readonly fs: string;
@@ -80,7 +81,7 @@ export class CephfsBackend implements Backend, HealthChecker {
   }
 
   async deprovision(vol: VolumeRecord): Promise<void> {
-    await this.unpublish(vol);
+    await this.unstage(vol, mountpointOf(vol));
     // A local directory once nothing is mounted there (an rmdir of a hung mount would hang).
     if (!(await this.ctx.mounts.at(mountpointOf(vol)))) await rmdir(mountpointOf(vol)).catch(() => undefined);
     if ((vol.spec as unknown as CephfsSpec).existing) return;
@@ -88,8 +89,9 @@ export class CephfsBackend implements Backend, HealthChecker {
     if (r.code === 2) this.ctx.log.warn({ volume: vol.name }, 'subvolume was already gone');
   }
 
-  async publish(vol: VolumeRecord): Promise<void> {
-    const mp = mountpointOf(vol);
+  /** Mounts the subvolume at the staging path with ceph-fuse. */
+  async stage(vol: VolumeRecord, stagingPath: string): Promise<void> {
+    const mp = stagingPathOf(stagingPath);
     // The mount table first: a mkdir of a mountpoint whose ceph-fuse hangs would stat it and block a thread.
     if (await this.ctx.mounts.at(mp)) return;
     await mkdir(mp, { recursive: true, mode: 0o755 });
@@ -106,16 +108,16 @@ export class CephfsBackend implements Backend, HealthChecker {
    * Bounded (UNMOUNT_BOUNDS, ~11 s at worst): a ceph-fuse that is hung or fenced is detached lazily and
    * ended, never stat'ed (a stat of a fenced ceph-fuse mount hangs).
    */
-  async unpublish(vol: VolumeRecord): Promise<void> {
-    await unmountAndWait(this.ctx.exec, this.ctx.mounts, mountpointOf(vol));
+  async unstage(_vol: VolumeRecord, stagingPath: string): Promise<void> {
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, stagingPathOf(stagingPath));
   }
 
-  probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
-    return probeMountpoint(snap, mountpointOf(vol));
+  probe(_vol: VolumeRecord, stagingPath: string, snap: HostSnapshot): 'mounted' | 'unmounted' {
+    return probeMountpoint(snap, stagingPath);
   }
 
-  async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
-    const r = await mountAlive(this.ctx.exec, mountpointOf(vol));
+  async checkHealth(_vol: VolumeRecord, stagingPath: string): Promise<{ healthy: boolean; reason?: string }> {
+    const r = await mountAlive(this.ctx.exec, stagingPathOf(stagingPath));
     return { healthy: r.alive, reason: r.reason };
   }
 

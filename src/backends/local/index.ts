@@ -1,11 +1,12 @@
 import { mkdir, chown, chmod, rm, readdir } from 'node:fs/promises';
 import { statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { mountpointOf, type Backend, type BackendContext, type BackendFactory, type OptionDoc, type Orphan, type OrphanFinder, type Placement } from '../types.js';
+import { mountpointOf, probeMountpoint, stagingPathOf, SINGLE_NODE_WRITER, type Backend, type HostSnapshot, type BackendContext, type BackendFactory, type OptionDoc, type Orphan, type OrphanFinder, type Placement } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { InternalError, InvalidArgumentError } from '../../core/errors.js';
 import { checkOptionKeys, parseIntOption } from '../options.js';
 import { within } from '../../host/paths.js';
+import { publish as bindMount, unpublish as unbindMount } from '../../host/bind.js';
 
 const OPTIONS: readonly OptionDoc[] = [
   { name: 'uid', help: 'owner of the volume directory (number, default 0)' },
@@ -13,10 +14,14 @@ const OPTIONS: readonly OptionDoc[] = [
   { name: 'mode', help: 'permissions of the volume directory (octal, default 0755)' },
 ];
 
-/** A directory per volume under the backend's dir. Shareable: any number of containers on this host. */
+/**
+ * A directory per volume under the backend's dir: any number of containers on this host share it; one
+ * node only (the data is on this host's disk). Its staging path is normally the directory itself (the
+ * Docker path); staged elsewhere (CSI), the directory is bind-mounted there.
+ */
 export class LocalBackend implements Backend, OrphanFinder {
   readonly type = 'local';
-  readonly shareable = true;
+  readonly access = SINGLE_NODE_WRITER;
   readonly optionDocs = OPTIONS;
   private readonly dir: string;
 
@@ -54,18 +59,26 @@ export class LocalBackend implements Backend, OrphanFinder {
     await rm(mountpointOf(vol), { recursive: true, force: true });
   }
 
-  async publish(vol: VolumeRecord): Promise<void> {
+  async stage(vol: VolumeRecord, stagingPath: string): Promise<void> {
+    const at = stagingPathOf(stagingPath);
     const path = mountpointOf(vol);
     // A local directory: a synchronous stat is a few microseconds, cheaper than a trip to the thread pool.
     const st = statSync(path, { throwIfNoEntry: false });
     if (!st?.isDirectory()) {
       throw new InternalError(`the data directory ${path} of volume ${vol.name} is missing; Ballast will not replace it with an empty one. Restore it, or remove the volume`);
     }
+    if (at !== path) await bindMount(this.ctx.exec, this.ctx.mounts, path, at);
   }
 
-  async unpublish(): Promise<void> { /* nothing is mounted for a directory volume */ }
+  /** Nothing is mounted when the staging path is the directory itself; elsewhere its bind mount goes. */
+  async unstage(vol: VolumeRecord, stagingPath: string): Promise<void> {
+    const at = stagingPathOf(stagingPath);
+    if (at !== mountpointOf(vol)) await unbindMount(this.ctx.exec, this.ctx.mounts, at);
+  }
 
-  probe(): 'always' { return 'always'; }
+  probe(vol: VolumeRecord, stagingPath: string, snap: HostSnapshot): 'always' | 'mounted' | 'unmounted' {
+    return stagingPath === vol.mountpoint ? 'always' : probeMountpoint(snap, stagingPath);
+  }
 
   async findOrphans(known: ReadonlySet<string>): Promise<Orphan[]> {
     const names = await readdir(this.dir).catch(() => [] as string[]);

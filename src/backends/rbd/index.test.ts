@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import pino from 'pino';
 import { rbdFactory } from './index.js';
-import type { BackendContext } from '../types.js';
+import { canAttach, type BackendContext } from '../types.js';
+import { stageAtMountpoint } from '../node-ops.js';
+import type { MountTable } from '../../host/mountinfo.js';
 import type { Exec, ExecResult } from '../../host/exec.js';
 import type { VolumeRecord } from '../../core/types.js';
 
@@ -22,7 +24,8 @@ function host(answer: (argv: readonly string[]) => ExecResult) {
   const b = rbdFactory.create('rbd', { conf: '/etc/ceph/ceph.conf' }, ctx);
   return { b, calls, done: () => rmSync(root, { recursive: true, force: true }) };
 }
-const vol = (spec: Record<string, unknown>): VolumeRecord => ({ name: 'v1', backend: 'rbd', spec, mountpoint: '/m', createdAt: '', state: 'ready', details: {} });
+const noMounts: MountTable = { list: async () => [], at: async () => undefined };
+const vol = (spec: Record<string, unknown>): VolumeRecord => ({ name: 'v1', backend: 'rbd', spec, mountpoint: '/m', createdAt: '', state: 'ready', details: {}, revision: 0 });
 
 test('rbd: removing a volume whose image is already gone succeeds (adopted: nothing deleted; made by Ballast: nothing left to delete)', async () => {
   const gone = { code: 2, stdout: '', stderr: 'rbd: error opening image v1: (2) No such file or directory' };
@@ -37,14 +40,15 @@ test('rbd: removing a volume whose image is already gone succeeds (adopted: noth
   }
 });
 
-test('rbd: a second node is refused, and the message names the node holding the image', async () => {
+test('rbd: a second node is refused at attach, and the message names the node holding the image', async () => {
   const h = host((argv) => {
     if (argv.includes('add')) return { code: 16, stdout: '', stderr: 'rbd: lock is already held by someone else' };
     if (argv.includes('ls')) return { code: 0, stdout: JSON.stringify([{ id: 'ballast-node-b', locker: 'client.4242', address: '127.0.0.1:0/99' }]), stderr: '' };
     return { code: 0, stdout: '', stderr: '' };
   });
   try {
-    await assert.rejects(h.b.publish(vol({ image: 'img', fstype: 'ext4', mountopts: [], existing: true })), (e: Error & { code?: string }) => {
+    assert.ok(canAttach(h.b), 'rbd attaches per node');
+    await assert.rejects(stageAtMountpoint(h.b, vol({ image: 'img', fstype: 'ext4', mountopts: [], existing: true }), 'node-a', noMounts), (e: Error & { code?: string }) => {
       assert.equal(e.code, 'Busy');
       assert.match(e.message, /^volume v1 \(rbd image rbd\/img\) is attached read-write by node node-b \(client\.4242 at 127\.0\.0\.1:0\/99\); an RBD volume is not shareable/);
       return true;

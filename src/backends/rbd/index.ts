@@ -1,5 +1,5 @@
 import { mkdir, rmdir } from 'node:fs/promises';
-import { detailPath, mountpointOf, probeMountpoint, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext } from '../types.js';
+import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_SINGLE_WRITER, type AccessMode, type AttachInfo, type Attacher, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext, type StageOptions } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { BusyError, ConflictError, InternalError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
 import { checkOptionKeys } from '../options.js';
@@ -8,7 +8,8 @@ import { formatSize, parseSize } from '../../core/validate.js';
 import { within } from '../../host/paths.js';
 import { forceDetach, mountAlive, mountAndVerify, processesMentioning, unmountAndWait } from '../../host/fuse.js';
 import { execBounded } from '../../host/fs-child.js';
-import { FSTYPES, MIN_SIZE, type FsType, makeFilesystem, mountImage, probeSignature } from '../../host/blockdev.js';
+import { FSTYPES, MIN_SIZE, type FsType } from '../../host/blockdev.js';
+import { formatIfBlank, stageBlockFilesystem, type BlockFilesystem } from '../../host/filesystem.js';
 import { MOUNT_OPTION_ALLOWLIST, parseFsMountOptions } from '../block/index.js';
 import { CephClient, CEPH_CONFIG_KEYS } from '../ceph/client.js';
 
@@ -28,19 +29,21 @@ const FS_UMOUNT_MS = 8_000;
 /**
  * Ceph RBD: each volume is an RBD image. This kernel has no rbd module, so an image is attached
  * through rbd-fuse (one FUSE daemon per volume, exposing the image as a file) and an autoclear loop
- * device; with a kernel rbd module `rbd map` would take their place. Formatted only when blank.
- * Exclusive: before attaching, Ballast takes RBD's advisory lock `ballast-<node>` on the image, so a
- * second host is refused read-write and told which node holds it. (Expiry and fencing of a dead
- * node's lock belong to cluster mode.)
+ * device; with a kernel rbd module `rbd map` would take their place. Formatted at create, only when blank.
+ * One read-write node, read-only extra nodes: attach (the Attacher, controller side) takes RBD's advisory
+ * lock `ballast-<node>` on the image for a read-write node, so a second one is refused and told which
+ * node holds it; stage on the node then attaches rbd-fuse and the loop device and mounts. (Expiry and
+ * fencing of a dead node's lock belong to cluster mode, which can put attachments in its place.)
  */
-export class RbdBackend implements Backend, HealthChecker {
+export class RbdBackend implements Backend, Attacher, HealthChecker {
   readonly type = 'rbd';
-  readonly shareable = false;
+  readonly access = MULTI_NODE_SINGLE_WRITER;
   readonly optionDocs = OPTIONS;
   private readonly ceph: CephClient;
   private readonly pool: string;
   private readonly defaultFstype: FsType;
   private readonly base: string;
+  /** This node's lock id (provision and deprovision take and drop it; Status shows it). */
   private readonly lockId: string;
 
   constructor(readonly name: string, config: Readonly<Record<string, unknown>>, private readonly ctx: BackendContext) {
@@ -49,7 +52,7 @@ export class RbdBackend implements Backend, HealthChecker {
     this.pool = c.str('pool', { def: 'rbd', re: /^[a-zA-Z0-9_.-]+$/, hint: 'a pool name' })!;
     this.defaultFstype = c.str('defaultFstype', { def: 'ext4', re: /^(ext4|xfs|btrfs)$/, hint: FSTYPES.join(', ') }) as FsType;
     this.base = within(ctx.root, 'backends', name);
-    this.lockId = `ballast-${(ctx.node ?? 'node').replace(/[^a-zA-Z0-9_.-]/g, '_').slice(0, 64)}`;
+    this.lockId = lockIdOf(ctx.node ?? 'node');
   }
 
   parseOptions(opts: Readonly<Record<string, string>>): Record<string, unknown> {
@@ -79,8 +82,8 @@ export class RbdBackend implements Backend, HealthChecker {
     return r.code === 0 ? JSON.parse(r.stdout) as { size: number; features?: string[] } : undefined;
   }
 
-  /** Attaches the image as a file through rbd-fuse; returns the file. */
-  private async attach(vol: VolumeRecord): Promise<string> {
+  /** Attaches the image as a file through rbd-fuse, on this node; returns the file. */
+  private async attachFuse(vol: VolumeRecord): Promise<string> {
     const dir = this.fuseDirOf(vol);
     await this.detachIfDead(dir);
     if (!(await this.ctx.mounts.at(dir))) {
@@ -99,7 +102,7 @@ export class RbdBackend implements Backend, HealthChecker {
    * rbd-fuse left is a dead client whose image a loop device still holds (see detachIfDead): detached
    * lazily too. Read from the mount table and /proc, never by a stat of the mount.
    */
-  private async detach(vol: VolumeRecord): Promise<void> {
+  private async detachFuse(vol: VolumeRecord): Promise<void> {
     const dir = this.fuseDirOf(vol);
     try {
       await unmountAndWait(this.ctx.exec, this.ctx.mounts, dir);
@@ -140,20 +143,19 @@ export class RbdBackend implements Backend, HealthChecker {
       throw new InvalidArgumentError(`${this.ceph.label}: image ${this.pool}/${image} has the exclusive-lock feature, which conflicts with the advisory lock Ballast uses to keep a second host out; disable it first: rbd feature disable ${this.pool}/${image} fast-diff object-map exclusive-lock`);
     }
     // Format only a blank image, under our own lock so no other host attaches it meanwhile.
-    await this.lock(vol);
+    await this.lock(vol, this.lockId);
     try {
-      const file = await this.attach(vol);
+      const file = await this.attachFuse(vol);
       try {
-        const sig = await probeSignature(this.ctx.exec, file);
-        if (!sig) await makeFilesystem(this.ctx.exec, spec.fstype, file, vol.name);
-        else if (sig.type !== spec.fstype) throw new InternalError(`${this.ceph.label}: image ${this.pool}/${image} holds ${sig.type ?? sig.ptType ?? 'data'}, not ${spec.fstype}; Ballast will not format over it. Use -o fstype=${sig.type ?? '...'}`);
-      } finally { await this.detach(vol); }
-    } finally { await this.unlock(vol); }
+        await formatIfBlank(this.ctx.exec, this.filesystem(vol, file), { knownBlank: false, label: vol.name, hint: (t) => `Use -o fstype=${t ?? '...'}` });
+      } finally { await this.detachFuse(vol); }
+    } finally { await this.unlock(vol, this.lockId); }
     return { pool: this.pool, image, createdByBallast: !spec.existing, formatted: true };
   }
 
   async deprovision(vol: VolumeRecord): Promise<void> {
-    await this.unpublish(vol);
+    await this.unstage(vol, mountpointOf(vol));
+    await this.unlock(vol, this.lockId);
     // Local directories, once nothing is mounted there (an rmdir of a hung mount would hang).
     for (const d of [mountpointOf(vol), this.fuseDirOf(vol)]) if (!(await this.ctx.mounts.at(d))) await rmdir(d).catch(() => undefined);
     if (this.spec(vol).existing) return;
@@ -166,43 +168,67 @@ export class RbdBackend implements Backend, HealthChecker {
     return r.code === 2 ? [] : JSON.parse(r.stdout) as RbdLock[]; // 2: the image is gone, and any lock with it
   }
 
-  /** Takes the advisory lock, or proves this node already holds it; refuses when another node does. */
-  private async lock(vol: VolumeRecord): Promise<void> {
+  /** Takes the advisory lock `id`, or proves it is held already; refuses when another node's is. */
+  private async lock(vol: VolumeRecord, id: string): Promise<void> {
     const image = `${this.pool}/${this.imageOf(vol)}`;
-    const r = await this.ceph.run('rbd', ['lock', 'add', image, this.lockId], [0, 16]);
+    const r = await this.ceph.run('rbd', ['lock', 'add', image, id], [0, 16]);
     if (r.code === 0) return;
     const held = await this.locks(vol);
-    if (held.some((l) => l.id === this.lockId)) return; // ours, from before a restart
+    if (held.some((l) => l.id === id)) return; // ours, from before a restart
     const who = held.map((l) => `${l.id.replace(/^ballast-/, 'node ')} (${l.locker} at ${l.address})`).join(', ') || 'another client';
     throw new BusyError(`volume ${vol.name} (rbd image ${image}) is attached read-write by ${who}; an RBD volume is not shareable. Stop its containers there first, or remove the stale lock with: rbd lock rm ${image} <id> <locker>`);
   }
 
-  private async unlock(vol: VolumeRecord): Promise<void> {
-    for (const l of (await this.locks(vol)).filter((x) => x.id === this.lockId)) {
+  private async unlock(vol: VolumeRecord, id: string): Promise<void> {
+    for (const l of (await this.locks(vol)).filter((x) => x.id === id)) {
       await this.ceph.run('rbd', ['lock', 'rm', `${this.pool}/${this.imageOf(vol)}`, l.id, l.locker], [0, 2]);
     }
   }
 
-  async publish(vol: VolumeRecord): Promise<void> {
+  /**
+   * Controller side: a read-write node takes the advisory lock `ballast-<node>` (refused, naming the
+   * holder, when another node holds one); a read-only node takes none. Idempotent.
+   */
+  async attach(vol: VolumeRecord, node: string, mode: AccessMode = 'rw'): Promise<AttachInfo> {
+    const connection = { pool: this.pool, image: this.imageOf(vol) };
+    if (mode === 'ro') return { connection: { ...connection, mode: 'ro' } };
+    const id = lockIdOf(node);
+    await this.lock(vol, id);
+    return { attachmentId: id, connection: { ...connection, mode: 'rw' } };
+  }
+
+  /** Releases the node's lock; none held is success. */
+  async detach(vol: VolumeRecord, node: string): Promise<void> {
+    await this.unlock(vol, lockIdOf(node));
+  }
+
+  private filesystem(vol: VolumeRecord, file: string): BlockFilesystem {
+    return { source: file, loop: true, fstype: this.spec(vol).fstype, what: `image ${this.pool}/${this.imageOf(vol)}`, volume: vol.name };
+  }
+
+  /**
+   * Node side: attaches the image with rbd-fuse and a loop device and mounts it at the staging path;
+   * never formats (that happened at create). Read-write needs the attachment (the node's lock) from
+   * attach; read-only mounts without replaying the journal.
+   */
+  async stage(vol: VolumeRecord, stagingPath: string, opts: StageOptions = {}): Promise<void> {
     const spec = this.spec(vol);
-    const mp = mountpointOf(vol);
-    // The mount table first: a mkdir of a mountpoint whose mount hangs would stat it and block a thread.
-    const cur = await this.ctx.mounts.at(mp);
-    if (cur) {
-      if (cur.fstype !== spec.fstype) throw new InternalError(`${mp} is already mounted with ${cur.fstype}, not volume ${vol.name}'s ${spec.fstype}; unmount it first`);
-      return;
-    }
-    await mkdir(mp, { recursive: true, mode: 0o755 });
-    await this.lock(vol);
+    const mp = stagingPathOf(stagingPath);
+    let fuse = false;
     try {
-      const file = await this.attach(vol);
-      const sig = await probeSignature(this.ctx.exec, file);
-      if (!sig) throw new InternalError(`image ${this.pool}/${this.imageOf(vol)} of volume ${vol.name} has no filesystem signature although Ballast formatted it; refusing to format it again. Inspect it before use`);
-      if (sig.type !== spec.fstype) throw new InternalError(`image ${this.pool}/${this.imageOf(vol)} of volume ${vol.name} holds ${sig.type ?? 'something else'}, not ${spec.fstype}; refusing to mount it`);
-      await mountImage(this.ctx.exec, file, spec.fstype, mp, spec.mountopts);
+      await stageBlockFilesystem(this.ctx.exec, this.ctx.mounts, {
+        ...this.filesystem(vol, within(this.fuseDirOf(vol), this.imageOf(vol))), stagingPath: mp, mountopts: spec.mountopts,
+        readOnly: opts.readOnly, mayFormat: false, localSource: false,
+        beforeMount: async () => {
+          if (!opts.readOnly && !opts.attachment?.attachmentId) {
+            throw new InternalError(`volume ${vol.name} (rbd image ${this.pool}/${this.imageOf(vol)}) must be attached to this node (its RBD lock taken) before it is staged read-write`);
+          }
+          fuse = true;
+          await this.attachFuse(vol);
+        },
+      });
     } catch (e) {
-      await this.detach(vol).catch(() => undefined);
-      await this.unlock(vol).catch(() => undefined);
+      if (fuse) await this.detachFuse(vol).catch(() => undefined);
       throw e;
     }
   }
@@ -211,10 +237,10 @@ export class RbdBackend implements Backend, HealthChecker {
    * Bounded, so an Unmount answers within dockerd's limits: the filesystem's umount may take
    * FS_UMOUNT_MS (it flushes through rbd-fuse). One that does not return by then means rbd-fuse is hung
    * (stopped, or its cluster away): the filesystem is detached lazily and rbd-fuse ended, which drops
-   * the writes it could not pass on anyway, so the lock can go and the volume can be removed.
+   * the writes it could not pass on anyway, so the lock can go (detach) and the volume can be removed.
    */
-  async unpublish(vol: VolumeRecord): Promise<void> {
-    const mp = mountpointOf(vol);
+  async unstage(vol: VolumeRecord, stagingPath: string): Promise<void> {
+    const mp = stagingPathOf(stagingPath);
     let hung = false;
     if (await this.ctx.mounts.at(mp)) {
       // -c: no canonicalization, which stats the mountpoint and hangs on a hung client.
@@ -230,16 +256,16 @@ export class RbdBackend implements Backend, HealthChecker {
       this.ctx.log.warn({ volume: vol.name, mountpoint: mp }, `the filesystem did not unmount within ${FS_UMOUNT_MS} ms: rbd-fuse is hung; detached lazily, ending rbd-fuse`);
       await forceDetach(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol));
     } else {
-      await this.detach(vol);
+      await this.detachFuse(vol);
     }
-    await this.unlock(vol);
   }
 
-  probe(vol: VolumeRecord, snap: HostSnapshot): 'mounted' | 'unmounted' {
-    return probeMountpoint(snap, mountpointOf(vol));
+  probe(_vol: VolumeRecord, stagingPath: string, snap: HostSnapshot): 'mounted' | 'unmounted' {
+    return probeMountpoint(snap, stagingPath);
   }
 
-  async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
+  /** rbd-fuse's health (its mount under fuse/), whatever the staging path. */
+  async checkHealth(vol: VolumeRecord, _stagingPath: string): Promise<{ healthy: boolean; reason?: string }> {
     const r = await mountAlive(this.ctx.exec, this.fuseDirOf(vol));
     return { healthy: r.alive, reason: r.reason };
   }
@@ -248,6 +274,11 @@ export class RbdBackend implements Backend, HealthChecker {
     const s = this.spec(vol);
     return { pool: this.pool, image: this.imageOf(vol), fstype: s.fstype, ...(s.size ? { size: formatSize(s.size), sizeBytes: s.size } : {}), mountopts: s.mountopts.join(','), existing: s.existing, lock: this.lockId };
   }
+}
+
+/** The advisory lock id of a node: `ballast-<node>`. */
+export function lockIdOf(node: string): string {
+  return `ballast-${node.replace(/[^a-zA-Z0-9_.-]/g, '_').slice(0, 64)}`;
 }
 
 export const rbdFactory: BackendFactory = {

@@ -37,27 +37,31 @@ function host(bucketDirs: string[]) {
   const fuse = (n: string) => join(root, 'backends', 's3', 'fuse', n);
   return { b, calls, mounted, fuse, done: () => rmSync(root, { recursive: true, force: true }) };
 }
+/** The Docker path: staged at the record's mountpoint. */
+const stage = (b: S3Backend, v: VolumeRecord) => b.stage(v, v.mountpoint);
+const unstage = (b: S3Backend, v: VolumeRecord) => b.unstage(v, v.mountpoint);
+
 /** A record as the service writes it at create: with the backend's placement. */
 const vol = (b: S3Backend, name: string, spec: Record<string, unknown>): VolumeRecord => {
   const p = b.place(name);
-  return { name, backend: 's3', spec, mountpoint: p.mountpoint, createdAt: '', state: 'ready', details: { ...p.details } };
+  return { name, backend: 's3', spec, mountpoint: p.mountpoint, createdAt: '', state: 'ready', details: { ...p.details }, revision: 0 };
 };
 
 test('s3: s3fs mounts the parent of the volume\'s directory and the volume is a bind mount of it (so dockerd can chmod its root)', async () => {
   const h = host(['v1', 'db']);
   try {
-    await h.b.publish(vol(h.b, 'v1', { existing: false }));
+    await stage(h.b, vol(h.b, 'v1', { existing: false }));
     assert.deepEqual(h.calls.map((c) => c.slice(0, 3)), [['s3fs', 'b1:/docker', h.fuse('v1')], ['stat', '-c', '%i'], ['stat', '-c', '%F'], ['mount', '--bind', join(h.fuse('v1'), 'v1')]]);
     assert.equal(h.calls[3][3], h.b.place('v1').mountpoint);
     h.calls.length = 0;
-    await h.b.publish(vol(h.b, 'v1', { existing: false }));
-    assert.equal(h.calls.length, 0, 'already published');
+    await stage(h.b, vol(h.b, 'v1', { existing: false }));
+    assert.equal(h.calls.length, 0, 'already staged');
     // A nested existing= directory: s3fs on its parent, the bind on the leaf.
-    await h.b.publish(vol(h.b, 'v2', { dir: 'team/db', existing: true }));
+    await stage(h.b, vol(h.b, 'v2', { dir: 'team/db', existing: true }));
     assert.deepEqual(h.calls.map((c) => c.slice(0, 2)), [['s3fs', 'b1:/docker/team'], ['stat', '-c'], ['stat', '-c'], ['mount', '--bind']]);
     assert.equal(h.calls[3][2], join(h.fuse('v2'), 'db'));
     h.calls.length = 0;
-    await h.b.unpublish(vol(h.b, 'v2', { dir: 'team/db', existing: true }));
+    await unstage(h.b, vol(h.b, 'v2', { dir: 'team/db', existing: true }));
     assert.deepEqual(h.calls.map((c) => c.at(-1)), [h.b.place('v2').mountpoint, h.fuse('v2')], 'the bind first, then s3fs');
     assert.ok(!h.mounted.has(h.fuse('v2')) && !h.mounted.has(h.b.place('v2').mountpoint));
   } finally { h.done(); }
@@ -66,7 +70,7 @@ test('s3: s3fs mounts the parent of the volume\'s directory and the volume is a 
 test('s3: a volume whose directory is missing from the bucket is not mounted, and s3fs is unmounted again', async () => {
   const h = host([]);
   try {
-    await assert.rejects(h.b.publish(vol(h.b, 'v1', { existing: false })), /s3 backend s3 \(bucket b1 at http:\/\/127\.0\.0\.1:7480\): the directory v1 of volume v1 is missing from the bucket/);
+    await assert.rejects(stage(h.b, vol(h.b, 'v1', { existing: false })), /s3 backend s3 \(bucket b1 at http:\/\/127\.0\.0\.1:7480\): the directory v1 of volume v1 is missing from the bucket/);
     assert.equal(h.mounted.size, 0);
   } finally { h.done(); }
 });

@@ -1,5 +1,5 @@
 import { mkdir, rmdir } from 'node:fs/promises';
-import { detailPath, mountpointOf, type BackendContext, type BackendFactory, type Placement } from '../types.js';
+import { detailPath, stagingPathOf, type BackendContext, type BackendFactory, type Placement } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { UnavailableError } from '../../core/errors.js';
 import { RemoteDirBackend, parseSubpath, type RemoteFs } from '../remote-dir.js';
@@ -42,7 +42,7 @@ export function s3Fs(instance: string, config: Readonly<Record<string, unknown>>
  * s3fs refuses chmod and chown of its mount root ("Could not change mode for mount point": EIO), and
  * dockerd chmods and chowns an empty volume's root to match the image's directory before a container
  * starts (and entrypoints chown their data directories). So s3fs mounts the parent of the volume's
- * directory at `fuse/<name>`, and the volume's mountpoint is a bind mount of the directory itself,
+ * directory at `fuse/<name>`, and the volume's staging path is a bind mount of the directory itself,
  * which s3fs treats like any other directory.
  */
 export class S3Backend extends RemoteDirBackend {
@@ -62,8 +62,8 @@ export class S3Backend extends RemoteDirBackend {
     return { dir, parent: i < 0 ? '' : dir.slice(0, i), leaf: dir.slice(i + 1) };
   }
 
-  override async publish(vol: VolumeRecord): Promise<void> {
-    const mp = mountpointOf(vol);
+  override async stage(vol: VolumeRecord, stagingPath: string): Promise<void> {
+    const mp = stagingPathOf(stagingPath);
     // The mount table first: mkdir -p of a mounted path stats it, which hangs on a hung client.
     if (await this.ctx.mounts.at(mp)) return;
     await mkdir(mp, { recursive: true, mode: 0o755 });
@@ -90,8 +90,8 @@ export class S3Backend extends RemoteDirBackend {
     }
   }
 
-  override async unpublish(vol: VolumeRecord): Promise<void> {
-    await unmountAndWait(this.ctx.exec, this.ctx.mounts, mountpointOf(vol));
+  override async unstage(vol: VolumeRecord, stagingPath: string): Promise<void> {
+    await unmountAndWait(this.ctx.exec, this.ctx.mounts, stagingPathOf(stagingPath));
     await unmountAndWait(this.ctx.exec, this.ctx.mounts, this.fuseDirOf(vol));
   }
 
@@ -101,8 +101,8 @@ export class S3Backend extends RemoteDirBackend {
   }
 
   /** Dead when the volume's path no longer answers and no s3fs serves it any more (SIGKILL, crash). */
-  override async checkHealth(vol: VolumeRecord): Promise<{ healthy: boolean; reason?: string }> {
-    const r = await mountAlive(this.ctx.exec, mountpointOf(vol));
+  override async checkHealth(vol: VolumeRecord, stagingPath: string): Promise<{ healthy: boolean; reason?: string }> {
+    const r = await mountAlive(this.ctx.exec, stagingPathOf(stagingPath));
     if (r.alive) return { healthy: true };
     const clients = await processesMentioning(this.fuseDirOf(vol));
     if (clients.length > 0) return { healthy: true, reason: `the s3fs client (pid ${clients.join(', ')}) is running; the server is unreachable for now: ${r.reason}` };

@@ -1,0 +1,129 @@
+import { mkdir } from 'node:fs/promises';
+import type { Exec } from './exec.js';
+import type { MountTable } from './mountinfo.js';
+import { InternalError } from '../core/errors.js';
+import { TIMEOUTS, type FsType, type Signature, makeFilesystem, mountedFsType, probeSignature } from './blockdev.js';
+
+/**
+ * "Format only if blank, then mount", once, for every backend whose volume is a filesystem on a block
+ * device or an image file: block (an image on a loop device), rbd (an image exposed by rbd-fuse, on a
+ * loop device) and later Cinder (a device the API attached). Nothing here formats what `blkid -p` did
+ * not call blank (exit 2), and nothing mounts without naming the filesystem type (`mount -t`), so a
+ * wiped or foreign device fails to mount instead of being formatted.
+ */
+
+/** A filesystem on a device or an image file. */
+export interface BlockFilesystem {
+  /** The device, or an image file (then mounted through an autoclear loop device: `loop`). */
+  readonly source: string;
+  readonly loop: boolean;
+  readonly fstype: FsType;
+  /** Names the source at the start of a sentence: `the image /x/v.img`, `image rbd/v1`. */
+  readonly what: string;
+  readonly volume: string;
+}
+
+/** What blkid found, for a sentence. */
+function found(sig: Signature): string {
+  return sig.type ?? (sig.ptType ? `a ${sig.ptType} partition table` : 'data');
+}
+
+/**
+ * Formats a new volume's filesystem at create, the one moment Ballast formats. With `knownBlank` the
+ * caller made the target itself just now (an image created with O_EXCL: blank by construction), so no
+ * probe is spent. Otherwise `blkid -p` decides: nothing found formats; a filesystem of the asked type is
+ * kept ('adopted'); anything else is refused with an InternalError: `<what> for volume <v> already holds
+ * X, not <fstype>; Ballast will not format over it. <hint(X)>`.
+ */
+export async function formatIfBlank(
+  exec: Exec, fs: BlockFilesystem, opts: { readonly knownBlank: boolean; readonly label?: string; readonly hint: (foundType: string | undefined) => string },
+): Promise<'formatted' | 'adopted'> {
+  const sig = opts.knownBlank ? undefined : await probeSignature(exec, fs.source);
+  if (!sig) {
+    await makeFilesystem(exec, fs.fstype, fs.source, opts.label);
+    return 'formatted';
+  }
+  if (sig.type !== fs.fstype) {
+    throw new InternalError(`${fs.what} for volume ${fs.volume} already holds ${found(sig)}, not ${fs.fstype}; Ballast will not format over it. ${opts.hint(sig.type)}`);
+  }
+  return 'adopted';
+}
+
+/**
+ * Mount options that keep a read-only mount from writing the device: the journal is not replayed (a
+ * read-only node must not write what a read-write node may be writing).
+ */
+const NO_REPLAY: Readonly<Record<FsType, string>> = { ext4: 'noload', xfs: 'norecovery', btrfs: 'nologreplay' };
+
+export function blockMountOptions(fs: BlockFilesystem, mountopts: readonly string[], readOnly: boolean): string[] {
+  return [...(fs.loop ? ['loop'] : []), ...(readOnly ? ['ro', NO_REPLAY[fs.fstype]] : []), ...mountopts];
+}
+
+export interface StageBlock extends BlockFilesystem {
+  /** Where the filesystem is to appear (absolute, normalized; the caller checked it). */
+  readonly stagingPath: string;
+  /** Allowlisted mount options of the volume. */
+  readonly mountopts: readonly string[];
+  readonly readOnly?: boolean;
+  /**
+   * May a blank source be formatted here? Only for storage Ballast made and never formatted (a Cinder
+   * volume formats on its first stage). Block and rbd format at create, so for them a blank source at
+   * stage is damage: false, and it is refused.
+   */
+  readonly mayFormat: boolean;
+  readonly label?: string;
+  /**
+   * The source is on a local disk (an image file): a stat of the staging path cannot hang, so an already
+   * staged filesystem is recognized with two syscalls instead of a read of the mount table (the hot path
+   * of a Mount of a mounted volume). False for anything behind a network client (rbd-fuse).
+   */
+  readonly localSource: boolean;
+  /** Runs once nothing is found staged, before anything is made or mounted (block: is the image still there?). */
+  readonly beforeMount?: () => Promise<void>;
+}
+
+/**
+ * Makes the filesystem on `s.source` appear at `s.stagingPath`. Idempotent: a filesystem of the volume's
+ * type already mounted there is success ('already'); anything else mounted there is refused. "Is it
+ * mounted" comes from the mount table (or, for a local source, from stat + statfs of the path). The
+ * mount names the type; only when it fails is the source probed, to say why: no signature is refused
+ * (unless `mayFormat` and not read-only: then it is formatted and mounted), another type is refused.
+ */
+export async function stageBlockFilesystem(exec: Exec, mounts: MountTable, s: StageBlock): Promise<'mounted' | 'already'> {
+  const mp = s.stagingPath;
+  if (s.localSource && mountedFsType(mp) === s.fstype) return 'already';
+  // The mount table before any mkdir: a mkdir of a path whose mount hangs would stat it and block a thread.
+  const cur = await mounts.at(mp);
+  if (cur) {
+    if (cur.fstype !== s.fstype) throw new InternalError(`${mp} is already mounted with ${cur.fstype} from ${cur.source}, not volume ${s.volume}'s ${s.fstype}; unmount it first`);
+    return 'already';
+  }
+  await s.beforeMount?.();
+  await mkdir(mp, { recursive: true, mode: 0o755 });
+  const mount = () => exec(['mount', '-t', s.fstype, ...optionArgs(blockMountOptions(s, s.mountopts, !!s.readOnly)), '--', s.source, mp], { timeoutMs: TIMEOUTS.mount });
+  try {
+    await mount();
+    return 'mounted';
+  } catch (e) {
+    let sig: Signature | undefined;
+    let probed = true;
+    try { sig = await probeSignature(exec, s.source); } catch { probed = false; }
+    if (probed && !sig && s.mayFormat && !s.readOnly) {
+      await makeFilesystem(exec, s.fstype, s.source, s.label);
+      await mount();
+      return 'mounted';
+    }
+    if (probed && !sig && s.mayFormat) {
+      throw new InternalError(`${s.what} of volume ${s.volume} has no filesystem yet and is staged read-only here, so it cannot be formatted; stage it read-write once first`, { cause: e });
+    }
+    if (!sig) {
+      throw new InternalError(`${s.what} of volume ${s.volume} has no filesystem signature although Ballast formatted it; refusing to format it again. Inspect it (blkid -p, fsck) before use`, { cause: e });
+    }
+    if (sig.type !== s.fstype) {
+      throw new InternalError(`${s.what} of volume ${s.volume} holds ${sig.type ?? 'something else'}, not ${s.fstype}; refusing to mount it`, { cause: e });
+    }
+    throw e;
+  }
+}
+
+function optionArgs(opts: readonly string[]): string[] { return opts.length ? ['-o', opts.join(',')] : []; }

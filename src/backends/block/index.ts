@@ -10,7 +10,7 @@ import { parseMountOptions } from '../config-values.js';
 import { within } from '../../host/paths.js';
 import { formatIfBlank, stageBlockFilesystem, type BlockFilesystem, type StageBlock } from '../../host/filesystem.js';
 import {
-  FSTYPES, MIN_SIZE, type FsType, allocateFile, detachLoop, freezeFs, loopDevicesOf, mountedFsType, probeSignature, thawFs, unmount,
+  FSTYPES, MIN_SIZE, type FsType, allocateFile, detachLoop, freezeFs, loopDevicesOf, probeSignature, thawFs, unmount,
 } from '../../host/blockdev.js';
 import { ExecError } from '../../host/exec.js';
 

@@ -20,6 +20,8 @@ beforeEach(() => {
   svc = new VolumeService({ store, backends: reg, log: pino({ level: 'silent' }), node: 'n1', defaultBackend: 'fake', now: () => new Date('2026-01-02T03:04:05Z') });
 });
 
+const NODE = 'n1';
+
 test('create stores a ready volume and provisions once', async () => {
   const v = await svc.create('db', { color: 'red' });
   assert.equal(v.name, 'db');
@@ -75,7 +77,7 @@ test('a failed publish adds no reference', async () => {
   await svc.create('db', {});
   fake.failNext.publish = new Error('mount: wrong fs type');
   await assert.rejects(svc.mount('db', 'id1'), /wrong fs type/);
-  assert.equal(await store.mountCount('db'), 0);
+  assert.equal(await store.mountCount('db', NODE), 0);
 });
 
 test('unmount always drops the reference, even when the real unmount fails', async () => {
@@ -83,7 +85,7 @@ test('unmount always drops the reference, even when the real unmount fails', asy
   await svc.mount('db', 'id1');
   fake.failNext.unpublish = new Error('target is busy');
   await assert.rejects(svc.unmount('db', 'id1'), /target is busy/);
-  assert.equal(await store.mountCount('db'), 0);
+  assert.equal(await store.mountCount('db', NODE), 0);
 });
 
 test('unmount of an unknown ID or volume succeeds', async () => {
@@ -117,7 +119,7 @@ test('one operation per volume at a time; volumes run in parallel', async () => 
   assert.equal(fake.maxInFlightPerVolume.get('a'), 1, 'two mounts of one volume are serialized');
   assert.equal(fake.maxInFlightPerVolume.get('b'), 1);
   assert.equal(fake.maxInFlight, 2, 'the two volumes ran in parallel');
-  assert.equal(await store.mountCount('a'), 2);
+  assert.equal(await store.mountCount('a', NODE), 2);
 });
 
 test('concurrent creates of one name provision once', async () => {
@@ -133,4 +135,22 @@ test('list returns names, mountpoints and creation times', async () => {
     { name: 'a', mountpoint: '/fake/a', createdAt: '2026-01-02T03:04:05.000Z' },
     { name: 'b', mountpoint: '/fake/b', createdAt: '2026-01-02T03:04:05.000Z' },
   ]);
+});
+
+test('creates of one backend pass its space check one at a time, each seeing the records made before it', async () => {
+  const seen: string[][] = [];
+  class Accounting extends FakeBackend {
+    async checkCreate(_spec: Readonly<Record<string, unknown>>, others: readonly { name: string }[]): Promise<void> {
+      seen.push(others.map((o) => o.name).sort());
+      await new Promise((r) => setTimeout(r, 10)); // a statfs, say: long enough for a racing create to get past it
+      if (others.length >= 2) throw new ConflictError('no room for a third volume');
+    }
+  }
+  const acc = new Accounting();
+  const reg = new BackendRegistry().registerType(fakeFactory(acc)).instantiate({ fake: { type: 'fake' } }, ctx);
+  const s = new VolumeService({ store, backends: reg, log: pino({ level: 'silent' }), node: NODE, defaultBackend: 'fake' });
+  const rs = await Promise.allSettled(['a', 'b', 'c'].map((n) => s.create(n, {})));
+  assert.deepEqual(rs.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected'], 'the third create saw the other two');
+  assert.deepEqual(seen, [[], ['a'], ['a', 'b']]);
+  assert.deepEqual((await store.listVolumes()).map((v) => v.name), ['a', 'b']);
 });

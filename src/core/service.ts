@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { MetadataStore } from '../store/types.js';
 import type { BackendRegistry } from '../backends/registry.js';
+import { stageAtMountpoint, unstageAtMountpoint } from '../backends/node-ops.js';
 import type { VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
 import { BallastError, BusyError, ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
 import { assertPlainString, formatSize, validateMountId, validateVolumeName } from './validate.js';
@@ -60,21 +61,28 @@ export class VolumeService {
         // A create that crashed half-way: finish it (provision is idempotent).
         return this.info(await this.finishCreate(existing, true));
       }
-      if (backend.checkCreate) await backend.checkCreate(spec, (await this.d.store.listVolumes()).filter((r) => r.backend === backendName && r.state !== 'damaged'));
       // Paths are chosen now, from the current config, and from here on read from the record only.
       const placement = backend.place(vname);
-      const rec: VolumeRecord = {
-        name: vname, backend: backendName, spec, mountpoint: placement.mountpoint,
-        createdAt: this.now().toISOString(), state: 'creating', details: { ...placement.details },
-      };
-      if (!(await this.d.store.insertVolume(rec))) throw new ConflictError(`volume ${vname} was created concurrently; retry`);
+      // The check sees the backend's other records (thin space is accounted over them), so check and
+      // insert run one create of the backend at a time: two creates racing past the check cannot both
+      // count on the same free space. (A "\0" never occurs in a volume name, so the keys cannot clash.)
+      const rec = await this.lock.run(`\0backend ${backendName}`, async () => {
+        if (backend.checkCreate) await backend.checkCreate(spec, (await this.d.store.listVolumes()).filter((r) => r.backend === backendName && r.state !== 'damaged'));
+        return this.d.store.insertVolume({
+          name: vname, backend: backendName, spec, mountpoint: placement.mountpoint,
+          createdAt: this.now().toISOString(), state: 'creating', details: { ...placement.details },
+        });
+      });
+      if (!rec) throw new ConflictError(`volume ${vname} was created concurrently by another node; run the create again to see it`, { retryable: true });
       this.fault('create.recorded');
       try {
         return this.info(await this.finishCreate(rec, false));
       } catch (e) {
-        // Roll back the record. The backend cleans up only what its own failed provision made:
-        // storage that was there before (an adopted image) is never deleted here.
-        await this.d.store.deleteVolume(vname);
+        // Roll back the record (as it now is: the compare-and-swap names its revision). The backend
+        // cleans up only what its own failed provision made: storage that was there before (an adopted
+        // image) is never deleted here.
+        const cur = await this.d.store.getVolume(vname);
+        if (cur) await this.d.store.deleteVolume(vname, cur.revision);
         throw e;
       }
     }));
@@ -83,9 +91,7 @@ export class VolumeService {
   private async finishCreate(rec: VolumeRecord, resumed: boolean): Promise<VolumeRecord> {
     const details = await this.d.backends.get(rec.backend).provision(rec, { resumed });
     this.fault('create.provisioned');
-    const ready: VolumeRecord = { ...rec, details: { ...rec.details, ...details }, state: 'ready' };
-    await this.d.store.updateVolume(ready);
-    return ready;
+    return this.d.store.updateVolume({ ...rec, details: { ...rec.details, ...details }, state: 'ready' });
   }
 
   async remove(name: unknown): Promise<void> {
@@ -95,21 +101,21 @@ export class VolumeService {
       if (!rec) return;
       const refs = await this.d.store.mounts(vname);
       if (refs.length > 0) {
-        const ids = refs.map((r) => `${r.id.slice(0, 12)} (x${r.count}, since ${r.since})`).join(', ');
+        const ids = refs.map((r) => `${r.id.slice(0, 12)} (x${r.count}, since ${r.since}${r.node === this.d.node ? '' : `, on node ${r.node}`})`).join(', ');
         throw new BusyError(`volume ${vname} is in use by ${refs.length} mount${refs.length > 1 ? 's' : ''}: ${ids}; stop the containers using it first`);
       }
       if (rec.state === 'damaged') throw new BusyError(damagedMessage(rec));
       const backend = this.d.backends.get(rec.backend);
-      await this.d.store.updateVolume({ ...rec, state: 'removing' });
+      const marked = await this.d.store.updateVolume({ ...rec, state: 'removing' });
       this.fault('remove.marked');
-      await this.finishRemove(rec);
+      await this.finishRemove(marked);
     }));
   }
 
   private async finishRemove(rec: VolumeRecord): Promise<void> {
     await this.d.backends.get(rec.backend).deprovision(rec);
     this.fault('remove.deprovisioned');
-    await this.d.store.deleteVolume(rec.name);
+    await this.d.store.deleteVolume(rec.name, rec.revision);
   }
 
   async mount(name: unknown, id: unknown): Promise<string> {
@@ -127,15 +133,15 @@ export class VolumeService {
       this.fault('mount.intent');
       // Publish is idempotent and reads the real mount table, so a volume unmounted behind our back
       // (or never mounted after a restart) is mounted again even when the ledger has references.
-      await backend.publish(rec);
+      await stageAtMountpoint(backend, rec, this.d.node);
       this.fault('mount.published');
       // The ledger entry and, in the same transaction, its undo in the journal. Until the undo is ended
       // below, just before the answer goes out, a crash means the caller never learnt of this mount
       // (dockerd re-sends the interrupted request without its body, which fails): recovery drops the
       // reference again, so it cannot leak, and a caller that retries in full mounts afresh.
-      const { undo } = await this.d.store.addMountWithUndo(vname, mid);
+      const { undo } = await this.d.store.addMountWithUndo(vname, this.d.node, mid);
       this.fault('mount.ledger');
-      await this.d.store.endOp(undo);
+      await this.d.store.endOp(this.d.node, undo);
       return rec.mountpoint;
     }));
   }
@@ -157,18 +163,18 @@ export class VolumeService {
    * usable form), a crash after it leaves an unreferenced mount that the start-up reconcile unmounts.
    */
   async dropReference(rec: VolumeRecord, mid: string, why: string): Promise<{ removed: boolean; total: number }> {
-    const op = await this.d.store.beginOp({ volume: rec.name, op: 'unmount', mountId: mid });
+    const op = await this.d.store.beginOp({ volume: rec.name, node: this.d.node, op: 'unmount', mountId: mid });
     this.fault('unmount.intent');
     let r: { removed: boolean; total: number };
     try {
-      r = await this.d.store.removeMount(rec.name, mid, op); // ledger change and end of journal in one transaction
+      r = await this.d.store.removeMount(rec.name, this.d.node, mid, op); // ledger change and end of journal in one transaction
     } catch (e) {
-      await this.d.store.endOp(op).catch(() => undefined);
+      await this.d.store.endOp(this.d.node, op).catch(() => undefined);
       throw e;
     }
     if (!r.removed) this.d.log.warn({ volume: rec.name, mountId: mid, why }, 'unmount for a mount ID the ledger does not hold');
     this.fault('unmount.ledger');
-    if (r.total === 0 && rec.state !== 'damaged') await this.d.backends.get(rec.backend).unpublish(rec);
+    if (r.total === 0 && rec.state !== 'damaged') await unstageAtMountpoint(this.d.backends.get(rec.backend), rec, this.d.node);
     this.fault('unmount.unpublished');
     return r;
   }
@@ -183,7 +189,7 @@ export class VolumeService {
    */
   async recover(): Promise<{ volume: string; action: string; ok: boolean; error?: string }[]> {
     const out: { volume: string; action: string; ok: boolean; error?: string }[] = [];
-    for (const op of await this.d.store.pendingOps()) {
+    for (const op of await this.d.store.pendingOps(this.d.node)) {
       await this.lock.run(op.volume, async () => {
         const rec = await this.d.store.getVolume(op.volume);
         const action = op.op === 'mount' ? 'roll back interrupted mount' : 'roll forward interrupted unmount';
@@ -191,12 +197,12 @@ export class VolumeService {
           if (rec && op.op === 'unmount') {
             // An unmount before its ledger change, or a mount committed but never answered: either way
             // the reference goes (and the journal entry with it, in one transaction).
-            const r = await this.d.store.removeMount(rec.name, op.mountId, op.id);
-            if (r.total === 0 && rec.state === 'ready') await this.d.backends.get(rec.backend).unpublish(rec);
+            const r = await this.d.store.removeMount(rec.name, this.d.node, op.mountId, op.id);
+            if (r.total === 0 && rec.state === 'ready') await unstageAtMountpoint(this.d.backends.get(rec.backend), rec, this.d.node);
           } else {
             // A mount before its ledger entry: no reference was added; the reconciler unpublishes if
             // nothing else uses the volume.
-            await this.d.store.endOp(op.id);
+            await this.d.store.endOp(this.d.node, op.id);
           }
           out.push({ volume: op.volume, action, ok: true });
         } catch (e) {

@@ -47,7 +47,7 @@ test('unmounts what nothing references and mounts what is referenced, unmounts f
   await svc.create('idle', {});
   await svc.create('used', {});
   fake.published.add('idle');            // left mounted by a crash
-  await store.addMount('used', 'm1');    // referenced, but not mounted (host reboot)
+  await store.endOp('n1', (await store.addMountWithUndo('used', 'n1', 'm1')).undo);    // referenced, but not mounted (host reboot)
   inUse = new Set(['used']);
   fake.calls.length = 0;
   const r = await rec.runOnce();
@@ -64,7 +64,7 @@ test('leaked references are dropped after the grace period, only when no running
   now = new Date(Date.now() + 61_000);
   let r = await rec.runOnce();
   assert.deepEqual(r.repairs.map((x) => x.kind), ['leaked-reference']);
-  assert.equal(await store.mountCount('v'), 0);
+  assert.equal(await store.mountCount('v', 'n1'), 0);
   assert.ok(!fake.published.has('v'), 'last reference dropped: unmounted');
 
   await svc.mount('v', 'young');
@@ -77,7 +77,7 @@ test('leaked references are dropped after the grace period, only when no running
   inUse = new Set(['v']);
   r = await rec.runOnce();
   assert.deepEqual(r.repairs, [], 'a volume a running container uses keeps every reference');
-  assert.equal(await store.mountCount('v'), 1);
+  assert.equal(await store.mountCount('v', 'n1'), 1);
 });
 
 test('without a reachable Docker API no reference is dropped', async () => {
@@ -86,7 +86,7 @@ test('without a reachable Docker API no reference is dropped', async () => {
   inUse = new Error('connect ENOENT /var/run/docker.sock');
   now = new Date(Date.now() + 3600_000);
   const r = await rec.runOnce({ repair: true });
-  assert.equal(await store.mountCount('v'), 1);
+  assert.equal(await store.mountCount('v', 'n1'), 1);
   assert.match(r.docker, /ENOENT/);
 });
 
@@ -100,7 +100,7 @@ test('repair drops leaked references at once', async () => {
 
 test('a failing repair makes the volume uncertain, retried with backoff', async () => {
   await svc.create('v', {});
-  await store.addMount('v', 'm');
+  await store.endOp('n1', (await store.addMountWithUndo('v', 'n1', 'm')).undo);
   inUse = new Set(['v']);
   fake.failNext.publish = new Error('mount: I/O error');
   let r = await rec.runOnce();
@@ -116,12 +116,30 @@ test('a failing repair makes the volume uncertain, retried with backoff', async 
   assert.ok(fake.published.has('v'));
 });
 
+test('recovery and repairs act only on this node\'s rows of the ledger and the journal', async () => {
+  await svc.create('theirs', {});
+  await svc.create('shared', {});
+  // Node n2 holds a reference to each and has an unmount in flight; nothing of it is n1's to repair.
+  await store.endOp('n2', (await store.addMountWithUndo('theirs', 'n2', 'r2')).undo);
+  await store.endOp('n2', (await store.addMountWithUndo('shared', 'n2', 's2')).undo);
+  const theirOp = await store.beginOp({ volume: 'theirs', node: 'n2', op: 'unmount', mountId: 'r2' });
+  fake.published.add('shared'); // mounted here, but only n2 references it
+  inUse = new Set(['theirs', 'shared']);
+  assert.deepEqual(await svc.recover(), []);
+  assert.deepEqual((await store.pendingOps('n2')).map((o) => o.id), [theirOp], 'n2\'s journal is left to n2');
+  const r = await rec.runOnce({ repair: true });
+  assert.deepEqual(r.repairs.map((x) => [x.kind, x.volume]), [['unmount-unreferenced', 'shared']], 'this node unmounts what it does not reference, whatever other nodes hold');
+  assert.ok(!fake.published.has('theirs'), 'another node\'s reference mounts nothing here');
+  assert.equal(await store.mountCount('theirs', 'n2'), 1, 'and is never dropped as leaked by this node');
+  await assert.rejects(svc.remove('theirs'), /in use by 1 mount: r2 \(x1, since .*, on node n2\)/);
+});
+
 test('recover rolls back interrupted mounts and rolls forward unmounts, creates and removes', async () => {
   await svc.create('m', {});
   await svc.create('u', {});
   fake.published.add('u');
-  await store.beginOp({ volume: 'm', op: 'mount', mountId: 'x' });
-  await store.beginOp({ volume: 'u', op: 'unmount', mountId: 'y' });
+  await store.beginOp({ volume: 'm', node: 'n1', op: 'mount', mountId: 'x' });
+  await store.beginOp({ volume: 'u', node: 'n1', op: 'unmount', mountId: 'y' });
   await store.insertVolume({ name: 'c', backend: 'fake', spec: { color: 'blue' }, mountpoint: '/fake/c', createdAt: '', state: 'creating', details: {} });
   await svc.create('r', {});
   await store.updateVolume({ ...(await store.getVolume('r'))!, state: 'removing' });
@@ -132,8 +150,8 @@ test('recover rolls back interrupted mounts and rolls forward unmounts, creates 
     ['c', 'roll forward interrupted create', true],
     ['r', 'roll forward interrupted remove', true],
   ]);
-  assert.deepEqual(await store.pendingOps(), []);
-  assert.equal(await store.mountCount('m'), 0);
+  assert.deepEqual(await store.pendingOps('n1'), []);
+  assert.equal(await store.mountCount('m', 'n1'), 0);
   assert.ok(!fake.published.has('u'));
   assert.equal((await store.getVolume('c'))?.state, 'ready');
   assert.equal(await store.getVolume('r'), undefined);
@@ -166,7 +184,7 @@ for (const [point, other] of [
     const out = await svc.recover();
     assert.ok(out.every((o) => o.ok), JSON.stringify(out));
     await rec.runOnce({ checkDocker: true });
-    assert.deepEqual(await store.pendingOps(), []);
+    assert.deepEqual(await store.pendingOps('n1'), []);
     assert.deepEqual((await store.mounts('v')).map((m) => [m.id, m.count]), other ? [['other', 1]] : []);
     assert.equal(fake.published.has('v'), other, other ? 'still mounted for the other reference' : 'unmounted');
   });
@@ -175,7 +193,7 @@ for (const [point, other] of [
 test('a mount answered before the crash keeps its reference; journal entries are all closed', async () => {
   await svc.create('v', {});
   await svc.mount('v', 'c1');
-  assert.deepEqual(await store.pendingOps(), []);
+  assert.deepEqual(await store.pendingOps('n1'), []);
   assert.deepEqual(await svc.recover(), []);
-  assert.equal(await store.mountCount('v'), 1);
+  assert.equal(await store.mountCount('v', 'n1'), 1);
 });

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { MetadataStore } from '../store/types.js';
 import type { BackendRegistry } from '../backends/registry.js';
+import { restageAtMountpoint, stageAtMountpoint, unstageAtMountpoint } from '../backends/node-ops.js';
 import { canCheckHealth, canFindOrphans, type HostSnapshot, type Orphan } from '../backends/types.js';
 import type { VolumeService } from '../core/service.js';
 import type { MountRef, VolumeRecord } from '../core/types.js';
@@ -111,7 +112,8 @@ export class Reconciler {
     const repairs: Repair[] = [];
     const leaked: LeakedRef[] = [];
     const vols = await this.d.store.listVolumes();
-    const refs = groupRefs(await this.d.store.allMounts());
+    // Only this node's references: another node's are that node's to reconcile.
+    const refs = groupRefs(await this.d.store.nodeMounts(this.d.node));
 
     // 1. References that no running container can own (dockerd never sent Unmount).
     let docker = 'not checked';
@@ -153,15 +155,14 @@ export class Reconciler {
           const cur = await this.d.store.getVolume(v.name);
           if (!cur || cur.state !== 'ready' || !this.d.backends.has(cur.backend)) return;
           const backend = this.d.backends.get(cur.backend);
-          let state = backend.probe(cur, snap);
+          let state = backend.probe(cur, cur.mountpoint, snap);
           if (state === 'always') return;
-          const total = await this.d.store.mountCount(cur.name);
+          const total = await this.d.store.mountCount(cur.name, this.d.node);
           if (phase === 'mount' && total > 0 && state === 'mounted' && canCheckHealth(backend)) {
             // A FUSE client that died leaves "Transport endpoint is not connected": mount it again in place.
-            const h = await backend.checkHealth(cur);
+            const h = await backend.checkHealth(cur, cur.mountpoint);
             if (!h.healthy && /not connected/i.test(h.reason ?? '')) {
-              await backend.unpublish(cur);
-              await backend.publish(cur);
+              await restageAtMountpoint(backend, cur, this.d.node, this.d.mounts);
               repairs.push({ kind: 'remount-dead', volume: cur.name, detail: `the mount was dead (${h.reason}); mounted again in place. Containers started before see the old, dead mount until they restart: the kernel does not carry a new mount into their mount namespaces` });
             }
             return;
@@ -169,12 +170,12 @@ export class Reconciler {
           const suspect = (phase === 'unmount' && total === 0 && state === 'mounted') || (phase === 'mount' && total > 0 && state === 'unmounted');
           if (!suspect) return;
           // The snapshot predates this volume's lock: look again before acting.
-          state = backend.probe(cur, { mounts: await this.d.mounts.list(), loops: [] });
+          state = backend.probe(cur, cur.mountpoint, { mounts: await this.d.mounts.list(), loops: [] });
           if (phase === 'unmount' && total === 0 && state === 'mounted') {
-            await backend.unpublish(cur);
+            await unstageAtMountpoint(backend, cur, this.d.node);
             repairs.push({ kind: 'unmount-unreferenced', volume: cur.name, detail: 'mounted with no references: unmounted' });
           } else if (phase === 'mount' && total > 0 && state === 'unmounted') {
-            await backend.publish(cur);
+            await stageAtMountpoint(backend, cur, this.d.node, this.d.mounts);
             repairs.push({ kind: 'remount-referenced', volume: cur.name, detail: `${total} reference(s) but not mounted: mounted again` });
           }
         }));

@@ -11,7 +11,7 @@ import type { VolumeRecord } from '../core/types.js';
 const MiB = 1024 ** 2;
 
 function rec(name: string): VolumeRecord {
-  return { name, backend: 'block', spec: { size: 100 * MiB, provisioning: 'thin' }, mountpoint: `/m/${name}`, createdAt: '', state: 'ready', details: { image: `/img/${name}.img` } };
+  return { name, backend: 'block', spec: { size: 100 * MiB, provisioning: 'thin' }, mountpoint: `/m/${name}`, createdAt: '', state: 'ready', details: { image: `/img/${name}.img` }, revision: 1 };
 }
 
 function setup(o: { free: number; dirty?: number; mounted?: string[] } ) {

@@ -71,6 +71,7 @@ export async function pluginChecks(socket: string, dockerHost: string): Promise<
 /** What the reconciler found: uncertain volumes, leaked references, orphans, and the Docker API it needs. */
 export function reconcilerChecks(r: PassReport, counters: Record<string, number>): Check[] {
   const out: Check[] = [];
+  out.push({ name: 'last reconcile pass', ok: true, detail: `${r.startedAt}, ${r.ms} ms, ${r.volumes} volumes; the checks below are what it found (ballast repair runs a pass now)` });
   out.push({
     name: 'uncertain volumes', ok: r.uncertain.length === 0,
     detail: r.uncertain.length === 0 ? 'none' : r.uncertain.map((u) => `${u.volume}: ${u.error} (attempt ${u.attempts}, next ${u.nextTry})`).join('; '),

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { ExecError, type Exec } from './exec.js';
@@ -74,20 +74,33 @@ test('unmount: a clean umount whose client is stopped ends the client at once in
   } finally { h.done(); }
 });
 
-test('unmount: a dead mount (not connected) is detached lazily; a busy one throws and its client lives', async () => {
+test('unmount: a dead mount (not connected) is detached lazily; one busy with a user throws and its client lives; one busy with no user is hung', async () => {
   const dead = host('not connected');
   try {
     await unmountAndWait(dead.exec, dead.mounts, dead.mp, FAST);
     assert.equal(dead.mounted.size, 0);
   } finally { dead.done(); }
   const busy = host('busy');
+  mkdirSync(busy.mp);
+  const user = spawn('sleep', ['30'], { cwd: busy.mp, stdio: 'ignore' }); // a shell of this host working in the volume
   try {
     const c = busy.client(false);
-    await assert.rejects(unmountAndWait(busy.exec, busy.mounts, busy.mp, FAST), /target is busy/);
+    await assert.rejects(unmountAndWait(busy.exec, busy.mounts, busy.mp, FAST), new RegExp(`target is busy.*\\(used by pid ${user.pid}\\)`));
     await settle();
     assert.ok(!busy.exited(c), 'a busy mount is in use: its client is not touched');
     assert.equal(busy.mounted.size, 1);
-  } finally { busy.done(); }
+  } finally { user.kill('SIGKILL'); busy.done(); }
+  // Busy, but nothing of this host works in it: stuck system calls (a stat through a client whose
+  // server is away) hold it. It is detached lazily and its client ended, like a hung mount.
+  const stuck = host('busy');
+  try {
+    const c = stuck.client(false);
+    await unmountAndWait(stuck.exec, stuck.mounts, stuck.mp, FAST);
+    await settle();
+    assert.equal(stuck.mounted.size, 0, 'detached');
+    assert.ok(stuck.calls.some((x) => x[0] === 'umount' && x.includes('-l')), 'lazily');
+    assert.ok(stuck.exited(c), 'its client was ended');
+  } finally { stuck.done(); }
 });
 
 test('mount: a mount command that times out leaves no half-made mount and no client behind', async () => {

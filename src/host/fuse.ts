@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, readlink } from 'node:fs/promises';
 import type { Exec } from './exec.js';
 import type { MountTable } from './mountinfo.js';
 import { execBounded } from './fs-child.js';
@@ -115,12 +115,33 @@ export async function forceDetach(exec: Exec, mounts: MountTable, mountpoint: st
 }
 
 /**
+ * Processes of this mount namespace whose working directory, root or an open file lies under the
+ * mountpoint. Read from /proc links (readlink never enters the mount, so a hung one cannot block it).
+ * Processes of other mount namespaces (containers) hold their own copies of the mount, not this one.
+ */
+export async function openersOf(mountpoint: string): Promise<number[]> {
+  const own = await readlink('/proc/self/ns/mnt').catch(() => '');
+  const under = (p: string) => p === mountpoint || p.startsWith(mountpoint + '/');
+  const out: number[] = [];
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    if ((await readlink(`/proc/${pid}/ns/mnt`).catch(() => '')) !== own) continue;
+    const links = [`/proc/${pid}/cwd`, `/proc/${pid}/root`, ...(await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])).map((f) => `/proc/${pid}/fd/${f}`)];
+    for (const l of links) {
+      if (under(await readlink(l).catch(() => ''))) { out.push(Number(pid)); break; }
+    }
+  }
+  return out;
+}
+
+/**
  * Unmounts and waits (bounded) for the FUSE client to exit, so the remote side sees the client gone
  * (a lock released, an image closed) before the caller goes on. Bounded as a whole (UNMOUNT_BOUNDS):
  * a `umount` that does not return in time (a stopped client, a server away), or a dead mount
  * ("Transport endpoint is not connected"), is detached lazily and its client ended; a client that
- * does not exit within `exitMs` after its mount is gone is ended too. "Target is busy" still throws:
- * something on this host uses the mount.
+ * does not exit within `exitMs` after its mount is gone is ended too. "Target is busy" throws when a
+ * process of this host has its working directory or an open file there (see openersOf); busy with no
+ * such process means stuck system calls hold it, and it is detached like a hung mount.
  */
 export async function unmountAndWait(exec: Exec, mounts: MountTable, mountpoint: string, b: UnmountBounds = UNMOUNT_BOUNDS): Promise<void> {
   if (await mounts.at(mountpoint)) {
@@ -130,7 +151,15 @@ export async function unmountAndWait(exec: Exec, mounts: MountTable, mountpoint:
     } catch (e) {
       const m = (e as Error).message;
       if (/timed out/.test(m) || /not connected/i.test(m)) hung = true;
-      else if (!/not mounted/i.test(m)) throw e;
+      else if (/target is busy/i.test(m)) {
+        // Busy because a process here uses it (a shell with its cwd there, an open file): that stays an
+        // error. Busy with no such process: what holds it are system calls stuck in the mount (a stat
+        // through a client whose server is away waits, even when killed, until the client answers):
+        // the mount is hung.
+        const users = await openersOf(mountpoint);
+        if (users.length > 0) throw new Error(`${m.trim()} (used by pid ${users.join(', ')})`, { cause: e });
+        hung = true;
+      } else if (!/not mounted/i.test(m)) throw e;
     }
     if (hung) { await forceDetach(exec, mounts, mountpoint, b); return; }
   }

@@ -543,7 +543,8 @@ describe('ballast recovery (e2e)', () => {
     assert.equal(mnt.code, 0, mnt.stderr);
     const otherLoop = mountsAt(strayMp)[0].source;
     try {
-      const doc = await doctor();
+      // Doctor reads the last reconcile pass (it runs none): the next periodic pass sees the strays.
+      const doc = await waitFor(async () => { const d = await doctor(); return d.get('orphan mounts/loops')?.ok === false ? d : undefined; }, 'a reconcile pass to see the stray mount and loop device', 15_000, 200);
       const ml = doc.get('orphan mounts/loops')!;
       assert.equal(ml.ok, false);
       assert.equal(ml.warn, true);

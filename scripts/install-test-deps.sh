@@ -2,7 +2,8 @@
 # Installs the Debian packages the end-to-end tests and benchmarks need, when they are missing:
 # a Docker engine, busybox for the test image, the xfs/btrfs tools, and the servers and clients of the
 # network backends (GlusterFS, Ceph with CephFS, RBD and the RADOS gateway for S3, sshd and sshfs,
-# s3fs, fio), and nfs-common (mount.nfs), so the NFS test runs wherever the kernel has an NFS client
+# s3fs, fio), etcd (etcd-server, etcd-client: the cluster store's tests start a 3-member etcd on
+# loopback), and nfs-common (mount.nfs), so the NFS test runs wherever the kernel has an NFS client
 # and skips, saying why, where it has none. Root only; idempotent; quiet when everything is there.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-test-deps: not root; end-to-end tests will be skipped" >&2; exit 0; }
@@ -30,6 +31,8 @@ want sshfs sshfs
 want s3fs s3fs
 want /sbin/mount.nfs nfs-common
 want fio fio
+want /usr/bin/etcd etcd-server
+want /usr/bin/etcdctl etcd-client
 want setfattr attr
 want uuidgen uuid-runtime
 want curl curl

@@ -31,7 +31,26 @@ export interface Config {
   readonly faults: readonly string[];
   /** Free-space watch of the host filesystems holding mounted thin block images (src/reconciler/space.ts). */
   readonly space: Readonly<SpaceConfig>;
+  /** Where volume records, the mount ledger and the journal live: SQLite under `root` (default) or etcd. */
+  readonly store: StoreConfig;
 }
+
+/**
+ * `store` in the config file. `{ "type": "sqlite" }` (the default): the embedded store in
+ * `<root>/ballast.db`, for one host. `{ "type": "etcd", "endpoints": [...] }`: the cluster store
+ * (src/store/etcd.ts), with `prefix` (`/ballast/`), `timeoutSec` (5: the bound on every write),
+ * `staleReadSec` (60: how long reads answer from the local copy while etcd is unreachable),
+ * `tls` (`{ ca, cert, key }`, files) and `auth` (`{ user, passwordFile }`; the password is read from
+ * the file when the store opens, and is never held in the config nor logged).
+ */
+export type StoreConfig =
+  | { readonly type: 'sqlite' }
+  | {
+    readonly type: 'etcd'; readonly endpoints: readonly string[]; readonly prefix: string; readonly timeoutSec: number; readonly staleReadSec: number;
+    readonly tls?: { readonly ca: string; readonly cert?: string; readonly key?: string };
+    readonly auth?: { readonly user: string; readonly passwordFile: string };
+  };
+const ETCD_KEYS = ['type', 'endpoints', 'prefix', 'timeoutSec', 'staleReadSec', 'tls', 'auth'] as const;
 
 /**
  * `space` in the config file. Levels are free space in percent of the host filesystem holding thin
@@ -62,7 +81,7 @@ export interface ConfigInput {
   dockerHost?: string; node?: string;
 }
 
-const FILE_KEYS = ['root', 'socket', 'adminSocket', 'logLevel', 'dockerHost', 'node', 'defaultBackend', 'backends', 'shutdownTimeoutSec', 'reconcileIntervalSec', 'leakGraceSec', 'space'];
+const FILE_KEYS = ['root', 'socket', 'adminSocket', 'logLevel', 'dockerHost', 'node', 'defaultBackend', 'backends', 'shutdownTimeoutSec', 'reconcileIntervalSec', 'leakGraceSec', 'space', 'store'];
 
 /** Merges defaults < config file < environment < flags, validates, and freezes the result. */
 export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): Config {
@@ -114,11 +133,57 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
   if (typeof leakGraceSec !== 'number' || !(leakGraceSec >= 0 && leakGraceSec <= 86400)) throw new InvalidArgumentError('leakGraceSec must be a number of seconds between 0 and 86400');
 
   const space = parseSpace(file.space, reconcileIntervalSec);
+  const store = parseStore(file.store);
 
   return deepFreeze({
     root, socket, adminSocket, logLevel, dockerHost, node, defaultBackend, backends: structuredClone(backends), shutdownTimeoutSec,
-    reconcileIntervalSec, leakGraceSec, faults, space,
+    reconcileIntervalSec, leakGraceSec, faults, space, store,
   });
+}
+
+function parseStore(v: unknown): StoreConfig {
+  if (v === undefined) return { type: 'sqlite' };
+  const isObj = (x: unknown): x is Record<string, unknown> => !!x && typeof x === 'object' && !Array.isArray(x);
+  if (!isObj(v)) throw new InvalidArgumentError('store must be an object: {"type": "sqlite"} or {"type": "etcd", "endpoints": [...]}');
+  const only = (o: Record<string, unknown>, where: string, keys: readonly string[]) => {
+    for (const k of Object.keys(o)) if (!keys.includes(k)) throw new InvalidArgumentError(`unknown key ${JSON.stringify(k)} in ${where}; accepted keys: ${keys.join(', ')}`);
+  };
+  if (v.type === 'sqlite') { only(v, 'store', ['type']); return { type: 'sqlite' }; }
+  if (v.type !== 'etcd') throw new InvalidArgumentError(`store.type ${JSON.stringify(v.type)} is not one of sqlite, etcd`);
+  only(v, 'store', ETCD_KEYS);
+  const file = (x: unknown, what: string): string => {
+    if (typeof x !== 'string' || !isAbsolute(x)) throw new InvalidArgumentError(`${what} must be an absolute file path`);
+    return x;
+  };
+  const endpoints = v.endpoints;
+  if (!Array.isArray(endpoints) || endpoints.length === 0) throw new InvalidArgumentError('store.endpoints must list at least one etcd client URL, e.g. ["http://10.0.0.1:2379"]');
+  for (const e of endpoints) {
+    if (typeof e !== 'string' || !/^https?:\/\/[^\s/,]+:\d+$/.test(e)) throw new InvalidArgumentError(`store.endpoints: ${JSON.stringify(e)} is not an etcd client URL like http://host:2379 or https://host:2379`);
+  }
+  const prefix = v.prefix ?? '/ballast/';
+  if (typeof prefix !== 'string' || !/^\/[\x21-\x7e]*\/$/.test(prefix)) throw new InvalidArgumentError(`store.prefix ${JSON.stringify(prefix)} must start and end with / and hold no space or control character`);
+  const timeoutSec = v.timeoutSec ?? 5;
+  if (typeof timeoutSec !== 'number' || !(timeoutSec >= 0.1 && timeoutSec <= 120)) throw new InvalidArgumentError('store.timeoutSec must be a number of seconds between 0.1 and 120');
+  const staleReadSec = v.staleReadSec ?? 60;
+  if (typeof staleReadSec !== 'number' || !(staleReadSec >= 1 && staleReadSec <= 86400)) throw new InvalidArgumentError('store.staleReadSec must be a number of seconds between 1 and 86400');
+  let tls: { ca: string; cert?: string; key?: string } | undefined;
+  if (v.tls !== undefined) {
+    if (!isObj(v.tls)) throw new InvalidArgumentError('store.tls must be an object with ca (and cert and key for a client certificate)');
+    only(v.tls, 'store.tls', ['ca', 'cert', 'key']);
+    tls = { ca: file(v.tls.ca, 'store.tls.ca') };
+    if ((v.tls.cert === undefined) !== (v.tls.key === undefined)) throw new InvalidArgumentError('store.tls needs both cert and key, or neither');
+    if (v.tls.cert !== undefined) { tls.cert = file(v.tls.cert, 'store.tls.cert'); tls.key = file(v.tls.key, 'store.tls.key'); }
+  }
+  if (tls && endpoints.some((e: string) => e.startsWith('http://'))) throw new InvalidArgumentError('store.tls is given, so every store.endpoints URL must start with https://');
+  if (!tls && endpoints.some((e: string) => e.startsWith('https://'))) throw new InvalidArgumentError('store.endpoints has an https:// URL; give store.tls.ca, the CA that signed the etcd certificates');
+  let auth: { user: string; passwordFile: string } | undefined;
+  if (v.auth !== undefined) {
+    if (!isObj(v.auth)) throw new InvalidArgumentError('store.auth must be an object with user and passwordFile');
+    only(v.auth, 'store.auth', ['user', 'passwordFile']);
+    if (typeof v.auth.user !== 'string' || !v.auth.user) throw new InvalidArgumentError('store.auth.user must be a non-empty string');
+    auth = { user: v.auth.user, passwordFile: file(v.auth.passwordFile, 'store.auth.passwordFile') };
+  }
+  return { type: 'etcd', endpoints: [...endpoints] as string[], prefix, timeoutSec, staleReadSec, ...(tls ? { tls } : {}), ...(auth ? { auth } : {}) };
 }
 
 function parseSpace(v: unknown, reconcileIntervalSec: number): SpaceConfig {

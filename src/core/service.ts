@@ -3,7 +3,8 @@ import type { MetadataStore } from '../store/types.js';
 import type { BackendRegistry } from '../backends/registry.js';
 import { stageAtMountpoint, unstageAtMountpoint } from '../backends/node-ops.js';
 import type { VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
-import { BallastError, BusyError, ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
+import { AbortedError, BallastError, BusyError, ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
+import { checkAccess, type AccessMode, type Backend } from '../backends/types.js';
 import { assertPlainString, formatSize, validateMountId, validateVolumeName } from './validate.js';
 import { KeyedLock } from './keyed-lock.js';
 
@@ -16,7 +17,17 @@ export interface ServiceDeps {
   readonly now?: () => Date;
   /** Fault injection for crash tests: called at each named step; kills the process at the chosen one. */
   readonly fault?: (point: string) => void;
+  /**
+   * Cluster mode: the store is shared by several nodes (etcd). Then a node attaches a volume before it
+   * stages it (not attached / attached here / attached elsewhere, under the backend's access modes),
+   * and a node-local volume is mounted only on its home node. On one host (SQLite) there is no other
+   * node to keep out, and Mount stays free of those writes.
+   */
+  readonly cluster?: boolean;
 }
+
+/** How often an attach that lost a race to another node re-reads and decides again. */
+const ATTACH_RETRIES = 5;
 
 const MAX_OPTIONS = 64;
 
@@ -71,6 +82,8 @@ export class VolumeService {
         return this.d.store.insertVolume({
           name: vname, backend: backendName, spec, mountpoint: placement.mountpoint,
           createdAt: this.now().toISOString(), state: 'creating', details: { ...placement.details },
+          // Cluster mode: a backend that serves a volume on one node only keeps its data on the node that made it.
+          ...(this.d.cluster && !backend.access.multiNode ? { home: this.d.node } : {}),
         });
       });
       if (!rec) throw new ConflictError(`volume ${vname} was created concurrently by another node; run the create again to see it`, { retryable: true });
@@ -105,7 +118,11 @@ export class VolumeService {
         throw new BusyError(`volume ${vname} is in use by ${refs.length} mount${refs.length > 1 ? 's' : ''}: ${ids}; stop the containers using it first`);
       }
       if (rec.state === 'damaged') throw new BusyError(damagedMessage(rec));
-      const backend = this.d.backends.get(rec.backend);
+      if (this.d.cluster) {
+        if (rec.home && rec.home !== this.d.node) throw new FailedPreconditionError(`volume ${vname} lives on node ${rec.home} (its data is on that node's own disk); remove it on node ${rec.home}`);
+        const others = (await this.d.store.getAttachments(vname)).holders.filter((h) => h.node !== this.d.node);
+        if (others.length > 0) throw new BusyError(`volume ${vname} is still attached to ${others.map((h) => `node ${h.node} (${h.mode === 'rw' ? 'read-write' : 'read-only'} since ${h.since})`).join(', ')}; it is released there once its last container there stopped and its mount is gone`);
+      }
       const marked = await this.d.store.updateVolume({ ...rec, state: 'removing' });
       this.fault('remove.marked');
       await this.finishRemove(marked);
@@ -127,13 +144,23 @@ export class VolumeService {
       // A full state directory refuses new references before anything is written: what space is left
       // (and the store's reserve) is kept for Unmount and the journal.
       this.d.store.assertRoom?.(`mounting volume ${vname}`);
+      // Cluster mode: attached here before anything is staged, or refused when another node holds it.
+      // A crash after the attach and before the ledger commit leaves an attachment with no reference,
+      // which the reconciler releases (the same as a last Unmount).
+      const attached = this.d.cluster ? await this.attachHere(rec, backend, 'rw') : false;
       // Nothing is journaled before publish: a crash during or after it, before the ledger commit,
       // leaves a volume published without a new reference, which the start-up reconcile unpublishes
       // when nothing else references it (what recovery of a journaled intent would have left it to do).
       this.fault('mount.intent');
       // Publish is idempotent and reads the real mount table, so a volume unmounted behind our back
       // (or never mounted after a restart) is mounted again even when the ledger has references.
-      await stageAtMountpoint(backend, rec, this.d.node);
+      try {
+        await stageAtMountpoint(backend, rec, this.d.node);
+      } catch (e) {
+        // A stage that failed leaves nothing to hold: let go of an attachment this call took.
+        if (attached && (await this.d.store.mountCount(vname, this.d.node)) === 0) await this.releaseHere(vname).catch(() => undefined);
+        throw e;
+      }
       this.fault('mount.published');
       // The ledger entry and, in the same transaction, its undo in the journal. Until the undo is ended
       // below, just before the answer goes out, a crash means the caller never learnt of this mount
@@ -174,9 +201,82 @@ export class VolumeService {
     }
     if (!r.removed) this.d.log.warn({ volume: rec.name, mountId: mid, why }, 'unmount for a mount ID the ledger does not hold');
     this.fault('unmount.ledger');
-    if (r.total === 0 && rec.state !== 'damaged') await unstageAtMountpoint(this.d.backends.get(rec.backend), rec, this.d.node);
+    if (r.total === 0 && rec.state !== 'damaged') {
+      await unstageAtMountpoint(this.d.backends.get(rec.backend), rec, this.d.node);
+      // Let go of the attachment only once nothing is staged here any more: a failed unstage keeps it,
+      // and the reconciler releases it after the unmount it retries.
+      if (this.d.cluster) await this.releaseHere(rec.name);
+    }
     this.fault('unmount.unpublished');
     return r;
+  }
+
+  /**
+   * The attach state machine of cluster mode, for this node and `mode`:
+   * - attached here (in that mode, or read-write when read-only is asked): nothing to write;
+   * - not attached, or attached elsewhere in a way the backend's access modes allow: this node joins the
+   *   holders, in a compare-and-swap on the volume's attachments, so of two nodes that attach an
+   *   exclusive volume at the same instant exactly one wins and the other reads again and is refused;
+   * - attached elsewhere otherwise: refused (FailedPrecondition) with a sentence naming the node, since
+   *   when, and what to do.
+   * A node-local volume is refused on every node but its home. Returns whether this call attached.
+   */
+  private async attachHere(rec: VolumeRecord, backend: Backend, mode: AccessMode): Promise<boolean> {
+    if (rec.home && rec.home !== this.d.node) {
+      throw new FailedPreconditionError(`volume ${rec.name} lives on node ${rec.home} (backend ${rec.backend} keeps its data on that node's own disk), so it cannot be mounted on node ${this.d.node}; run its containers on ${rec.home}, e.g. docker service create --constraint node.hostname==<hostname of ${rec.home}> ..., or use a backend on shared storage`);
+    }
+    for (let i = 0; i < ATTACH_RETRIES; i++) {
+      const set = await this.d.store.getAttachments(rec.name);
+      const mine = set.holders.find((h) => h.node === this.d.node);
+      if (mine && (mine.mode === 'rw' || mode === 'ro')) return false;
+      const decision = checkAccess(rec.name, backend, { node: this.d.node, mode }, set.holders);
+      if (!decision.allowed) throw new FailedPreconditionError(decision.reason);
+      try {
+        await this.d.store.putAttachments({
+          ...set, holders: [...set.holders.filter((h) => h.node !== this.d.node), { node: this.d.node, mode, since: this.now().toISOString() }],
+        });
+        this.d.log.info({ op: 'attach', volume: rec.name, node: this.d.node, mode, epoch: set.epoch, outcome: 'ok' }, 'attach');
+        return true;
+      } catch (e) {
+        if ((e as BallastError).code !== 'Conflict') throw e;
+        // Another node changed the attachments in between: read again and decide again.
+      }
+    }
+    throw new AbortedError(`volume ${rec.name} could not be attached to node ${this.d.node}: its attachments kept changing under concurrent operations from other nodes; retry`);
+  }
+
+  /** Cluster mode: attaches the volume here (read-write) unless it already is; throws when another node holds it. */
+  async ensureAttached(rec: VolumeRecord): Promise<void> {
+    if (this.d.cluster) await this.attachHere(rec, this.d.backends.get(rec.backend), 'rw');
+  }
+
+  /** This node lets go of the volume (its last reference is gone and nothing is staged here). */
+  private async releaseHere(volume: string): Promise<void> {
+    for (let i = 0; i < ATTACH_RETRIES; i++) {
+      const set = await this.d.store.getAttachments(volume);
+      if (!set.holders.some((h) => h.node === this.d.node)) return;
+      try {
+        await this.d.store.putAttachments({ ...set, holders: set.holders.filter((h) => h.node !== this.d.node) });
+        this.d.log.info({ op: 'detach', volume, node: this.d.node, epoch: set.epoch, outcome: 'ok' }, 'detach');
+        return;
+      } catch (e) {
+        if ((e as BallastError).code !== 'Conflict') throw e;
+      }
+    }
+    throw new AbortedError(`volume ${volume} could not be released by node ${this.d.node}: its attachments kept changing under concurrent operations from other nodes; the reconciler tries again`);
+  }
+
+  /**
+   * Reconciler hook, under the volume's lock: in cluster mode, a volume this node holds but neither
+   * references nor has staged (a crash between attach and the ledger, a failed unstage since repaired)
+   * is released. Returns whether it released one.
+   */
+  async releaseIfIdle(rec: VolumeRecord, staged: boolean): Promise<boolean> {
+    if (!this.d.cluster || staged) return false;
+    if ((await this.d.store.mountCount(rec.name, this.d.node)) > 0) return false;
+    if (!(await this.d.store.getAttachments(rec.name)).holders.some((h) => h.node === this.d.node)) return false;
+    await this.releaseHere(rec.name);
+    return true;
   }
 
   /**
@@ -298,8 +398,15 @@ export class VolumeService {
       status: {
         backend: rec.backend, type: backend?.type ?? 'unknown (not configured)', state: rec.state, mounts,
         ...(backend ? backend.status(rec) : {}),
+        ...(this.d.cluster ? { ...(rec.home ? { node: rec.home } : {}), ...(await this.attachmentStatus(rec.name)) } : {}),
       },
     };
+  }
+
+  /** Cluster mode: who holds the volume, for Status and inspect (node, mode, since, epoch). */
+  private async attachmentStatus(volume: string): Promise<Record<string, unknown>> {
+    const set = await this.d.store.getAttachments(volume);
+    return { attachments: set.holders.map((h) => ({ node: h.node, mode: h.mode, since: h.since })), epoch: set.epoch };
   }
 
   /** One structured log line per mutating operation: op, volume, backend, node, ms, outcome. */

@@ -16,6 +16,11 @@ export interface VolumeRecord {
   readonly state: VolumeState;
   readonly details: Readonly<Record<string, unknown>>;
   /**
+   * The node that holds the data of a node-local volume (a local directory, a block image on a node's
+   * own disk), set at create; absent for storage every node reaches. A mount on another node is refused.
+   */
+  readonly home?: string;
+  /**
    * The store's version of this record (SQLite: a counter; etcd: the key's mod_revision). Assigned by
    * the store on every write; an update or delete names the revision it read, and loses (a Conflict)
    * when another writer changed the record since.
@@ -67,4 +72,25 @@ export interface OpRecord {
   readonly op: 'mount' | 'unmount';
   readonly mountId: string;
   readonly startedAt: string;
+}
+
+/** A node's hold on a volume: read-write or read-only, since when. */
+export interface Attachment {
+  readonly node: string;
+  readonly mode: 'rw' | 'ro';
+  /** RFC 3339. */
+  readonly since: string;
+}
+
+/**
+ * Which nodes hold a volume (the attach state machine: not attached / attached here / attached
+ * elsewhere). `epoch` increases on every takeover of the volume from a node that did not let go
+ * itself, so a node that holds an older epoch knows it lost the volume. `revision` is the store's
+ * version of the set (0: never stored); a change is a compare-and-swap on it.
+ */
+export interface AttachmentSet {
+  readonly volume: string;
+  readonly epoch: number;
+  readonly holders: readonly Attachment[];
+  readonly revision: number;
 }

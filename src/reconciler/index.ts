@@ -9,7 +9,7 @@ import type { MountTable } from '../host/mountinfo.js';
 import type { LoopDevice } from '../host/blockdev.js';
 import type { DockerApi } from '../host/docker-api.js';
 
-export type RepairKind = 'unmount-unreferenced' | 'remount-referenced' | 'remount-dead' | 'leaked-reference' | 'orphan-cleaned';
+export type RepairKind = 'unmount-unreferenced' | 'remount-referenced' | 'remount-dead' | 'leaked-reference' | 'orphan-cleaned' | 'released-idle';
 
 export interface Repair { readonly kind: RepairKind; readonly volume: string; readonly detail: string }
 export interface Uncertain { readonly volume: string; readonly since: string; readonly error: string; readonly attempts: number; readonly nextTry: string }
@@ -58,7 +58,7 @@ const BACKOFF_MAX_MS = 300_000;
 export class Reconciler {
   private readonly uncertain = new Map<string, { since: string; error: string; attempts: number; nextTry: number }>();
   private readonly counters: Record<RepairKind | 'passes' | 'failures', number> = {
-    passes: 0, failures: 0, 'unmount-unreferenced': 0, 'remount-referenced': 0, 'remount-dead': 0, 'leaked-reference': 0, 'orphan-cleaned': 0,
+    passes: 0, failures: 0, 'unmount-unreferenced': 0, 'remount-referenced': 0, 'remount-dead': 0, 'leaked-reference': 0, 'orphan-cleaned': 0, 'released-idle': 0,
   };
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<PassReport> | undefined;
@@ -156,8 +156,12 @@ export class Reconciler {
           if (!cur || cur.state !== 'ready' || !this.d.backends.has(cur.backend)) return;
           const backend = this.d.backends.get(cur.backend);
           let state = backend.probe(cur, cur.mountpoint, snap);
-          if (state === 'always') return;
           const total = await this.d.store.mountCount(cur.name, this.d.node);
+          // Cluster mode: an attachment this node holds with nothing referenced or staged here is let go.
+          if (phase === 'unmount' && total === 0 && state !== 'mounted' && await this.d.service.releaseIfIdle(cur, false)) {
+            repairs.push({ kind: 'released-idle', volume: cur.name, detail: `attached to node ${this.d.node} with no reference and nothing mounted: released for other nodes` });
+          }
+          if (state === 'always') return;
           if (phase === 'mount' && total > 0 && state === 'mounted' && canCheckHealth(backend)) {
             // A FUSE client that died leaves "Transport endpoint is not connected": mount it again in place.
             const h = await backend.checkHealth(cur, cur.mountpoint);
@@ -174,7 +178,10 @@ export class Reconciler {
           if (phase === 'unmount' && total === 0 && state === 'mounted') {
             await unstageAtMountpoint(backend, cur, this.d.node);
             repairs.push({ kind: 'unmount-unreferenced', volume: cur.name, detail: 'mounted with no references: unmounted' });
+            if (await this.d.service.releaseIfIdle(cur, false)) repairs.push({ kind: 'released-idle', volume: cur.name, detail: `released by node ${this.d.node} after the unmount` });
           } else if (phase === 'mount' && total > 0 && state === 'unmounted') {
+            // Cluster mode: only while this node may hold it (another node may have it by now).
+            await this.d.service.ensureAttached(cur);
             await stageAtMountpoint(backend, cur, this.d.node, this.d.mounts);
             repairs.push({ kind: 'remount-referenced', volume: cur.name, detail: `${total} reference(s) but not mounted: mounted again` });
           }

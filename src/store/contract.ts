@@ -118,6 +118,34 @@ export function runStoreContract(kind: string, make: () => Promise<MetadataStore
       assert.ok(!Number.isNaN(Date.parse(p.startedAt)));
     }));
 
+    test('attachments: none at first; compare-and-swap on their revision; two racing attaches, one wins; gone with the volume', () => use(async (s) => {
+      const v = (await s.insertVolume(rec('v', { home: 'n1' })))!;
+      assert.equal((await s.getVolume('v'))?.home, 'n1', 'the home node of a node-local volume is kept');
+      const none = await s.getAttachments('v');
+      assert.deepEqual(none, { volume: 'v', epoch: 0, holders: [], revision: 0 });
+      const at = '2026-01-01T00:00:00.000Z';
+      const [a, b] = await Promise.allSettled([
+        s.putAttachments({ ...none, holders: [{ node: 'n1', mode: 'rw', since: at }] }),
+        s.putAttachments({ ...none, holders: [{ node: 'n2', mode: 'rw', since: at }] }),
+      ]);
+      assert.equal([a, b].filter((r) => r.status === 'fulfilled').length, 1, 'exactly one of two racing attaches wins');
+      const lost = [a, b].find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      assert.ok(conflict(/attachments of volume v were changed by another node/)(lost.reason));
+      const won = ([a, b].find((r) => r.status === 'fulfilled') as PromiseFulfilledResult<Awaited<ReturnType<MetadataStore['putAttachments']>>>).value;
+      assert.ok(won.revision > 0);
+      assert.deepEqual(await s.getAttachments('v'), won);
+      await assert.rejects(s.putAttachments({ ...none, holders: [] }), conflict(/attachments of volume v/), 'a stale writer loses');
+      const next = await s.putAttachments({ ...won, epoch: 1, holders: [...won.holders, { node: 'n3', mode: 'ro', since: at }] });
+      assert.equal((await s.getAttachments('v')).epoch, 1);
+      assert.deepEqual((await s.getAttachments('v')).holders.map((h) => [h.node, h.mode]), [[won.holders[0].node, 'rw'], ['n3', 'ro']]);
+      assert.deepEqual((await s.getAttachments('other')).holders, [], 'per volume');
+      await s.deleteVolume('v', v.revision);
+      const after = await s.getAttachments('v');
+      assert.deepEqual(after.holders, [], 'deleting the volume drops its attachments');
+      assert.equal(after.revision, 0);
+      await assert.rejects(s.putAttachments(next), conflict(/attachments of volume v/), 'a set read before the delete cannot come back');
+    }));
+
     test('concurrent writers: counts stay exact and exactly one of two racing updates wins', () => use(async (s) => {
       const v = (await s.insertVolume(rec('v')))!;
       await Promise.all(Array.from({ length: 50 }, (_, i) => s.addMountWithUndo('v', i % 2 ? 'n1' : 'n2', `id${i % 5}`)));

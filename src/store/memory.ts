@@ -1,5 +1,5 @@
-import { lostRace, type MetadataStore } from './types.js';
-import type { MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
+import { lostAttachRace, lostRace, noAttachments, type MetadataStore } from './types.js';
+import type { AttachmentSet, MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
 import { ConflictError } from '../core/errors.js';
 
 /** In-memory store for unit tests of the layers above; same contract as SqliteStore and EtcdStore. */
@@ -8,6 +8,7 @@ export class MemoryStore implements MetadataStore {
   /** volume -> "node\0id" -> entry */
   private readonly ledger = new Map<string, Map<string, { node: string; id: string; count: number; since: string }>>();
   private readonly ops = new Map<number, OpRecord>();
+  private readonly attachments = new Map<string, AttachmentSet>();
   private nextOp = 1;
   private revision = 0;
 
@@ -36,6 +37,14 @@ export class MemoryStore implements MetadataStore {
     if (cur.revision !== revision) throw lostRace(name);
     this.volumes.delete(name);
     this.ledger.delete(name);
+    this.attachments.delete(name);
+  }
+  async getAttachments(volume: string) { return structuredClone(this.attachments.get(volume) ?? noAttachments(volume)); }
+  async putAttachments(set: AttachmentSet) {
+    if ((this.attachments.get(set.volume)?.revision ?? 0) !== set.revision) throw lostAttachRace(set.volume);
+    const stored: AttachmentSet = { ...structuredClone(set), revision: ++this.revision };
+    this.attachments.set(set.volume, stored);
+    return structuredClone(stored);
   }
   async addMountWithUndo(volume: string, node: string, id: string) {
     const undo = await this.beginOp({ volume, node, op: 'unmount', mountId: id });

@@ -1,15 +1,15 @@
 import Database from 'better-sqlite3';
 import { dirname } from 'node:path';
-import { lostRace, type MetadataStore } from './types.js';
+import { lostAttachRace, lostRace, noAttachments, type MetadataStore } from './types.js';
 import type { StoreReserve } from './reserve.js';
 import { fullSentence } from './reserve.js';
 import { ResourceExhaustedError } from '../core/errors.js';
 import { hostname } from 'node:os';
 import { ConflictError } from '../core/errors.js';
-import type { MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary, VolumeState } from '../core/types.js';
+import type { Attachment, AttachmentSet, MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary, VolumeState } from '../core/types.js';
 
 interface VolumeRow {
-  name: string; backend: string; spec: string; mountpoint: string; created_at: string; state: string; details: string; revision: number;
+  name: string; backend: string; spec: string; mountpoint: string; created_at: string; state: string; details: string; revision: number; home: string | null;
 }
 interface MountRow { volume: string; node: string; mount_id: string; count: number; since: string }
 
@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS volumes (
   created_at TEXT NOT NULL,
   state TEXT NOT NULL,
   details TEXT NOT NULL,
-  revision INTEGER NOT NULL DEFAULT 1
+  revision INTEGER NOT NULL DEFAULT 1,
+  home TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mounts (
   volume TEXT NOT NULL,
@@ -40,6 +41,12 @@ CREATE TABLE IF NOT EXISTS ops (
   mount_id TEXT NOT NULL,
   started_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS attachments (
+  volume TEXT PRIMARY KEY,
+  epoch INTEGER NOT NULL,
+  holders TEXT NOT NULL,
+  revision INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 `;
 const SCHEMA_VERSION = '2';
@@ -51,6 +58,7 @@ const SCHEMA_VERSION = '2';
 function migrateFrom1(db: Database.Database, node: string): void {
   db.transaction(() => {
     db.exec('ALTER TABLE volumes ADD COLUMN revision INTEGER NOT NULL DEFAULT 1');
+    db.exec('ALTER TABLE volumes ADD COLUMN home TEXT');
     db.exec(`CREATE TABLE mounts_v2 (
       volume TEXT NOT NULL, node TEXT NOT NULL, mount_id TEXT NOT NULL, count INTEGER NOT NULL CHECK (count > 0), since TEXT NOT NULL,
       PRIMARY KEY (volume, node, mount_id)) WITHOUT ROWID`);
@@ -112,8 +120,13 @@ export class SqliteStore implements MetadataStore {
       list: db.prepare('SELECT * FROM volumes ORDER BY name'),
       summaries: db.prepare('SELECT name, mountpoint, created_at FROM volumes ORDER BY name').raw(true),
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
-      insert: db.prepare('INSERT OR IGNORE INTO volumes (name, backend, spec, mountpoint, created_at, state, details, revision) VALUES (@name, @backend, @spec, @mountpoint, @created_at, @state, @details, 1)'),
-      update: db.prepare('UPDATE volumes SET backend=@backend, spec=@spec, mountpoint=@mountpoint, created_at=@created_at, state=@state, details=@details, revision = revision + 1 WHERE name=@name AND revision=@revision'),
+      insert: db.prepare('INSERT OR IGNORE INTO volumes (name, backend, spec, mountpoint, created_at, state, details, revision, home) VALUES (@name, @backend, @spec, @mountpoint, @created_at, @state, @details, 1, @home)'),
+      update: db.prepare('UPDATE volumes SET backend=@backend, spec=@spec, mountpoint=@mountpoint, created_at=@created_at, state=@state, details=@details, home=@home, revision = revision + 1 WHERE name=@name AND revision=@revision'),
+      getAtt: db.prepare('SELECT epoch, holders, revision FROM attachments WHERE volume = ?'),
+      attRevision: db.prepare('SELECT revision FROM attachments WHERE volume = ?').pluck(),
+      putAtt: db.prepare('INSERT INTO attachments (volume, epoch, holders, revision) VALUES (?, ?, ?, ?) ON CONFLICT (volume) DO UPDATE SET epoch = excluded.epoch, holders = excluded.holders, revision = excluded.revision'),
+      delAtt: db.prepare('DELETE FROM attachments WHERE volume = ?'),
+      maxAttRevision: db.prepare('SELECT COALESCE(MAX(revision), 0) FROM attachments').pluck(),
       revisionOf: db.prepare('SELECT revision FROM volumes WHERE name = ?').pluck(),
       del: db.prepare('DELETE FROM volumes WHERE name = ? AND revision = ?'),
       delMounts: db.prepare('DELETE FROM mounts WHERE volume = ?'),
@@ -184,6 +197,7 @@ export class SqliteStore implements MetadataStore {
     if (cur === undefined) return;
     if (cur !== revision) throw lostRace(name);
     this.q.delMounts.run(name);
+    this.q.delAtt.run(name);
     const gone = this.q.del.run(name, revision).changes === 1;
     this.patchSummaries((l) => {
       if (!gone) return l;
@@ -239,6 +253,24 @@ export class SqliteStore implements MetadataStore {
       .map((r) => ({ id: r.id, volume: r.volume, node: r.node, op: r.op as OpRecord['op'], mountId: r.mount_id, startedAt: r.started_at }));
   }
 
+  async getAttachments(volume: string): Promise<AttachmentSet> {
+    const r = this.q.getAtt.get(volume) as { epoch: number; holders: string; revision: number } | undefined;
+    return r ? { volume, epoch: r.epoch, holders: JSON.parse(r.holders) as Attachment[], revision: r.revision } : noAttachments(volume);
+  }
+  /**
+   * Compare-and-swap on the set's revision. Attachments are what keeps a second node from writing, so
+   * they commit with synchronous=FULL like volume records. Revisions grow over the whole table, so a set
+   * that was deleted and made again never reuses a revision a stale reader holds.
+   */
+  private readonly putAttTx = (set: AttachmentSet): AttachmentSet => this.db.transaction(() => {
+    const cur = (this.q.attRevision.get(set.volume) as number | undefined) ?? 0;
+    if (cur !== set.revision) throw lostAttachRace(set.volume);
+    const revision = (this.q.maxAttRevision.get() as number) + 1;
+    this.q.putAtt.run(set.volume, set.epoch, JSON.stringify(set.holders), revision);
+    return { ...set, revision };
+  })();
+  async putAttachments(set: AttachmentSet): Promise<AttachmentSet> { return this.durable(() => this.putAttTx(set)); }
+
   /** Refuses new state (a Mount) before its first write while the state directory's filesystem is full. */
   assertRoom(action: string): void { this.reserve?.assertRoom(action); }
 
@@ -290,7 +322,7 @@ function fromRow(r: VolumeRow): VolumeRecord {
     const spec = JSON.parse(r.spec);
     const details = JSON.parse(r.details);
     if (!spec || typeof spec !== 'object' || !details || typeof details !== 'object' || !STATES.includes(r.state)) throw new Error('bad shape');
-    return { name: r.name, backend: r.backend, spec, mountpoint: r.mountpoint, createdAt: r.created_at, state: r.state as VolumeState, details, revision: r.revision };
+    return { name: r.name, backend: r.backend, spec, mountpoint: r.mountpoint, createdAt: r.created_at, state: r.state as VolumeState, details, revision: r.revision, ...(r.home ? { home: r.home } : {}) };
   } catch (e) {
     return {
       name: r.name, backend: r.backend, spec: {}, mountpoint: r.mountpoint, createdAt: r.created_at, state: 'damaged', revision: r.revision,
@@ -301,7 +333,7 @@ function fromRow(r: VolumeRow): VolumeRecord {
 function toRow(v: VolumeRecord): VolumeRow {
   return {
     name: v.name, backend: v.backend, spec: JSON.stringify(v.spec), mountpoint: v.mountpoint,
-    created_at: v.createdAt, state: v.state, details: JSON.stringify(v.details), revision: v.revision,
+    created_at: v.createdAt, state: v.state, details: JSON.stringify(v.details), revision: v.revision, home: v.home ?? null,
   };
 }
 function summaryOf(v: NewVolumeRecord): VolumeSummary {

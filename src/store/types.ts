@@ -1,4 +1,4 @@
-import type { MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
+import type { AttachmentSet, MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
 import { ConflictError } from '../core/errors.js';
 
 /**
@@ -26,7 +26,7 @@ export interface MetadataStore {
    */
   updateVolume(rec: VolumeRecord): Promise<VolumeRecord>;
   /**
-   * Deletes the record and every node's ledger entries when its stored revision is still `revision`;
+   * Deletes the record, every node's ledger entries and its attachments when its stored revision is still `revision`;
    * absent is fine. Throws a ConflictError when the record changed since.
    */
   deleteVolume(name: string, revision: number): Promise<void>;
@@ -57,6 +57,15 @@ export interface MetadataStore {
   /** The node's operations that began and never ended: a crash happened between their steps. */
   pendingOps(node: string): Promise<OpRecord[]>;
 
+  /** The nodes that hold the volume; `{ epoch: 0, holders: [], revision: 0 }` when none ever did. */
+  getAttachments(volume: string): Promise<AttachmentSet>;
+  /**
+   * Replaces the volume's attachments when their stored revision is still `set.revision` (0: none
+   * stored yet); returns the set with its new revision. A lost race throws a ConflictError: two nodes
+   * that attach an exclusive volume at the same instant cannot both win.
+   */
+  putAttachments(set: AttachmentSet): Promise<AttachmentSet>;
+
   /**
    * Optional: throws a ResourceExhaustedError (a sentence naming the directory) when the store's filesystem
    * is too full for new state. Mount calls it before its first write, so that on a full disk the space
@@ -71,3 +80,11 @@ export interface MetadataStore {
 export function lostRace(name: string): ConflictError {
   return new ConflictError(`volume ${name} was changed by another operation while this one ran; nothing was changed by this one. Retry it`, { retryable: true });
 }
+
+/** The Conflict of an attachment change that lost: another node changed the volume's attachments since they were read. */
+export function lostAttachRace(volume: string): ConflictError {
+  return new ConflictError(`the attachments of volume ${volume} were changed by another node while this one changed them; nothing was changed by this one`, { retryable: true });
+}
+
+/** What getAttachments answers for a volume no node ever held. */
+export function noAttachments(volume: string): AttachmentSet { return { volume, epoch: 0, holders: [], revision: 0 }; }

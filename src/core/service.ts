@@ -52,6 +52,12 @@ export class VolumeService {
     this.fault = d.fault ?? (() => undefined);
   }
 
+  /**
+   * What Docker's Capabilities answers: "global" in cluster mode (a volume is the same on every node,
+   * so Swarm and dockerd treat it as cluster-wide), "local" on one host.
+   */
+  get scope(): 'local' | 'global' { return this.d.cluster ? 'global' : 'local'; }
+
   /** Runs fn with the volume's lock held (the reconciler uses this so it never races an operation). */
   withLock<T>(name: string, fn: () => Promise<T>): Promise<T> { return this.lock.run(name, fn); }
 

@@ -5,6 +5,7 @@ import type { Config } from '../config/index.js';
 import { driverName } from '../config/index.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { StoreReserve } from '../store/reserve.js';
+import { EtcdStore } from '../store/etcd.js';
 import type { MetadataStore } from '../store/types.js';
 import { BackendRegistry } from '../backends/registry.js';
 import { localFactory } from '../backends/local/index.js';
@@ -55,14 +56,18 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const t0 = performance.now();
   const fault = faultInjector(config.faults);
   // Space kept for the store's own writes on a full disk (Unmount, journal, ledger); doctor reports its use.
-  const reserve = o.store ? undefined : new StoreReserve(config.root);
-  const store = o.store ?? new SqliteStore(join(config.root, 'ballast.db'), { reserve });
+  const sc = config.store;
+  const reserve = o.store || sc.type !== 'sqlite' ? undefined : new StoreReserve(config.root);
+  const store = o.store ?? (sc.type === 'etcd'
+    ? await EtcdStore.open({ ...sc, onEvent: (event, detail) => log[event === 'watch-resumed' ? 'info' : 'warn']({ op: 'store', event, outcome: detail }, `cluster store: ${detail}`) })
+    : new SqliteStore(join(config.root, 'ballast.db'), { reserve, node: config.node }));
   const backends = new BackendRegistry()
     .registerType(localFactory).registerType(blockFactory)
     .registerType(sshfsFactory).registerType(glusterfsFactory).registerType(nfsFactory).registerType(s3Factory)
     .registerType(cephfsFactory).registerType(rbdFactory)
     .instantiate(config.backends, { root: config.root, exec, mounts, log, fault, node: config.node });
-  const service = new VolumeService({ store, backends, log, node: config.node, defaultBackend: config.defaultBackend, fault });
+  // Cluster mode: the store is shared by every node (etcd), so volumes are attached before they are staged.
+  const service = new VolumeService({ store, backends, log, node: config.node, defaultBackend: config.defaultBackend, fault, cluster: config.store.type === 'etcd' });
   // Registers itself as the space gate of backends with thin volumes, before recovery mounts anything.
   const space = new SpaceWatcher({ backends, store, withLock: (v, fn) => service.withLock(v, fn), log, settings: config.space });
   const docker = o.docker === null ? undefined : (o.docker ?? new DockerEngineApi(config.dockerHost, 3000));

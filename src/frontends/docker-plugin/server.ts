@@ -20,6 +20,7 @@ type Handler = (body: unknown) => Promise<string | Buffer | Chunks>;
  */
 export function dockerPluginHandler(service: VolumeService, log: Logger): (req: IncomingMessage, res: ServerResponse) => void {
   const EMPTY = '{}';
+  const CAPABILITIES = JSON.stringify({ Capabilities: { Scope: service.scope } });
   // With many volumes, encoding List dominates its cost. A store that returns the same frozen
   // summaries while nothing changed (SqliteStore) gets its encoded answer reused; after a change (the
   // store splices its frozen list) only the block of the answer around the change is encoded again.
@@ -34,7 +35,7 @@ export function dockerPluginHandler(service: VolumeService, log: Logger): (req: 
 
   const routes = new Map<string, Handler>(Object.entries({
     '/Plugin.Activate': async () => '{"Implements":["VolumeDriver"]}',
-    '/VolumeDriver.Capabilities': async () => '{"Capabilities":{"Scope":"local"}}',
+    '/VolumeDriver.Capabilities': async () => CAPABILITIES,
     '/VolumeDriver.Create': async (b) => { await service.create(field(notEmpty(b), 'Name'), field(b, 'Opts')); return EMPTY; },
     '/VolumeDriver.Remove': async (b) => { await service.remove(field(notEmpty(b), 'Name')); return EMPTY; },
     '/VolumeDriver.Mount': async (b) => JSON.stringify({ Mountpoint: await service.mount(field(notEmpty(b), 'Name'), field(b, 'ID')) }),

@@ -63,8 +63,9 @@ const lostRacePause = (i: number) => sleep(Math.random() * Math.min(2 ** i, 40))
  *
  * Reads come from a local copy: one range read of the prefix at open, then a watch from the next
  * revision. Writes are etcd transactions guarded on mod_revision (compare-and-swap); the store applies
- * a committed transaction to its copy at once (read-your-writes) and then waits, within the write's
- * bound, for the watch to pass its revision (so the copy is a consistent snapshot again). If the
+ * a committed transaction to its copy at once (read-your-writes) and then, while the watch is up,
+ * waits within the write's bound for the watch to pass its revision (so the copy is a consistent
+ * snapshot again, and `total` of a ledger change counts every write before it). If the
  * watch breaks it is resumed from the last revision seen; if etcd compacted that away, the prefix is
  * read again (re-sync) and the watch starts after it.
  *
@@ -75,7 +76,8 @@ const lostRacePause = (i: number) => sleep(Math.random() * Math.min(2 ** i, 40))
  * node saw, which holds all of its own writes); beyond it every read throws an UnavailableError
  * naming the endpoints. Writes never wait longer than `timeoutSec`: with etcd unreachable they fail
  * with an UnavailableError naming the endpoints, and are retried inside the bound while a member
- * restarts or a leader is elected.
+ * restarts or a leader is elected (one try gets a third of the bound, at most 2 s, so a request stuck
+ * on a member that lost its leader is sent again elsewhere).
  */
 export class EtcdStore implements MetadataStore {
   private readonly client: Etcd3;
@@ -626,9 +628,6 @@ export class EtcdStore implements MetadataStore {
       if (this.shadowed(key, mod)) continue;
       if (ev.type === 'Delete') this.applyDelete(key);
       else this.applyPut(key, kv.value.toString(), Number(kv.create_revision), mod);
-    }
-    if (!res.events.length && Number(res.header?.revision) > top && this.watchUp) {
-      // A progress notification: nothing under the prefix changed up to it. (Not trusted for 3.4's manual progress requests; only periodic ones.)
     }
     if (top > this.rev) {
       this.rev = top;

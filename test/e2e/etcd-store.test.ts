@@ -308,4 +308,3 @@ if (!skip) {
     } finally { rmSync(dir, { recursive: true, force: true }); }
   });
 }
-export type { MetadataStore };

@@ -112,6 +112,14 @@ export const MULTI_NODE_MULTI_WRITER: AccessModes = Object.freeze({ multiNode: t
 export const MULTI_NODE_READER_ONLY: AccessModes = Object.freeze({ multiNode: true, multiWriter: false, readOnlyExtraNodes: false });
 
 /** A node that holds a volume now (staged or attached there), and how. */
+/**
+ * Block images on a directory every node shares (`shared: true`): any node may stage one, but only one
+ * node at a time, since one kernel owns a mounted filesystem (no read-only extra nodes either: a
+ * read-only mount of a filesystem another kernel writes reads garbage). Its only fence is the
+ * attachment itself.
+ */
+export const MULTI_NODE_ONE_AT_A_TIME: AccessModes = Object.freeze({ multiNode: true, multiWriter: false, readOnlyExtraNodes: false });
+
 export interface AccessHolder {
   readonly node: string;
   readonly mode: AccessMode;

@@ -97,6 +97,24 @@ volume.command('rm <names...>').alias('remove')
     }
   });
 
+const node = program.command('node').description('nodes of the cluster');
+node.command('ls').alias('list')
+  .description('list the nodes: up (holding their lease) or down, and the volumes each holds')
+  .option('--json', 'print JSON')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (o: ConfigInput & { json?: boolean }) => {
+    type Held = { volume: string; mode: string; since: string; references: number };
+    const r = await clientFrom(o).call<{ node: string; lease?: { ttlSec: number; held: boolean; renewedAt?: string }; nodes: { name: string; alive: boolean; since?: string; volumes: Held[] }[] }>('GET', '/v1/nodes');
+    if (o.json) { console.log(JSON.stringify(r, null, 2)); return; }
+    const rows = [['NODE', 'STATE', 'SINCE', 'VOLUMES']];
+    for (const n of r.nodes) {
+      const vols = n.volumes.map((v) => `${v.volume} (${v.mode}${v.references ? `, ${v.references} mount${v.references > 1 ? 's' : ''}` : ''})`).join(', ') || '-';
+      rows.push([`${n.name}${n.name === r.node ? ' (this node)' : ''}`, n.alive ? 'up' : 'down (no lease)', n.since ?? '-', vols]);
+    }
+    console.log(table(rows));
+    if (r.lease) console.log(`\nthis node's lease: ${r.lease.held ? 'held' : 'NOT held'}, TTL ${r.lease.ttlSec} s${r.lease.renewedAt ? `, renewed ${r.lease.renewedAt}` : ''}`);
+  });
+
 program.command('doctor')
   .description('check loop devices, FUSE, mkfs tools, the plugin socket and whether dockerd sees the plugin')
   .option('--json', 'print JSON')

@@ -40,6 +40,7 @@ export interface Config {
  * `<root>/ballast.db`, for one host. `{ "type": "etcd", "endpoints": [...] }`: the cluster store
  * (src/store/etcd.ts), with `prefix` (`/ballast/`), `timeoutSec` (5: the bound on every write),
  * `staleReadSec` (60: how long reads answer from the local copy while etcd is unreachable),
+ * `leaseTtlSec` (10: the TTL of the lease that keeps this node registered),
  * `tls` (`{ ca, cert, key }`, files) and `auth` (`{ user, passwordFile }`; the password is read from
  * the file when the store opens, and is never held in the config nor logged).
  */
@@ -47,10 +48,12 @@ export type StoreConfig =
   | { readonly type: 'sqlite' }
   | {
     readonly type: 'etcd'; readonly endpoints: readonly string[]; readonly prefix: string; readonly timeoutSec: number; readonly staleReadSec: number;
+    /** TTL of the lease that keeps this node registered (node ls shows a node without one as down). */
+    readonly leaseTtlSec: number;
     readonly tls?: { readonly ca: string; readonly cert?: string; readonly key?: string };
     readonly auth?: { readonly user: string; readonly passwordFile: string };
   };
-const ETCD_KEYS = ['type', 'endpoints', 'prefix', 'timeoutSec', 'staleReadSec', 'tls', 'auth'] as const;
+const ETCD_KEYS = ['type', 'endpoints', 'prefix', 'timeoutSec', 'staleReadSec', 'leaseTtlSec', 'tls', 'auth'] as const;
 
 /**
  * `space` in the config file. Levels are free space in percent of the host filesystem holding thin
@@ -164,6 +167,8 @@ function parseStore(v: unknown): StoreConfig {
   if (typeof prefix !== 'string' || !/^\/[\x21-\x7e]*\/$/.test(prefix)) throw new InvalidArgumentError(`store.prefix ${JSON.stringify(prefix)} must start and end with / and hold no space or control character`);
   const timeoutSec = v.timeoutSec ?? 5;
   if (typeof timeoutSec !== 'number' || !(timeoutSec >= 0.1 && timeoutSec <= 120)) throw new InvalidArgumentError('store.timeoutSec must be a number of seconds between 0.1 and 120');
+  const leaseTtlSec = v.leaseTtlSec ?? 10;
+  if (typeof leaseTtlSec !== 'number' || !Number.isInteger(leaseTtlSec) || !(leaseTtlSec >= 2 && leaseTtlSec <= 600)) throw new InvalidArgumentError('store.leaseTtlSec must be a whole number of seconds between 2 and 600');
   const staleReadSec = v.staleReadSec ?? 60;
   if (typeof staleReadSec !== 'number' || !(staleReadSec >= 1 && staleReadSec <= 86400)) throw new InvalidArgumentError('store.staleReadSec must be a number of seconds between 1 and 86400');
   let tls: { ca: string; cert?: string; key?: string } | undefined;
@@ -183,7 +188,7 @@ function parseStore(v: unknown): StoreConfig {
     if (typeof v.auth.user !== 'string' || !v.auth.user) throw new InvalidArgumentError('store.auth.user must be a non-empty string');
     auth = { user: v.auth.user, passwordFile: file(v.auth.passwordFile, 'store.auth.passwordFile') };
   }
-  return { type: 'etcd', endpoints: [...endpoints] as string[], prefix, timeoutSec, staleReadSec, ...(tls ? { tls } : {}), ...(auth ? { auth } : {}) };
+  return { type: 'etcd', endpoints: [...endpoints] as string[], prefix, timeoutSec, staleReadSec, leaseTtlSec, ...(tls ? { tls } : {}), ...(auth ? { auth } : {}) };
 }
 
 function parseSpace(v: unknown, reconcileIntervalSec: number): SpaceConfig {

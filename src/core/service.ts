@@ -251,6 +251,32 @@ export class VolumeService {
     throw new AbortedError(`volume ${rec.name} could not be attached to node ${this.d.node}: its attachments kept changing under concurrent operations from other nodes; retry`);
   }
 
+  /**
+   * Which nodes hold which volumes (attachments in cluster mode; on one host, this node's references),
+   * and which nodes reference them: what `ballast node ls` shows beside the node registry.
+   */
+  async holdings(): Promise<Map<string, { volume: string; mode: string; since: string; references: number }[]>> {
+    const out = new Map<string, { volume: string; mode: string; since: string; references: number }[]>();
+    const add = (node: string, e: { volume: string; mode: string; since: string; references: number }) => {
+      const l = out.get(node);
+      if (l) l.push(e); else out.set(node, [e]);
+    };
+    for (const rec of await this.d.store.listVolumes()) {
+      const refs = await this.d.store.mounts(rec.name);
+      const count = (node: string) => refs.filter((r) => r.node === node).reduce((n, r) => n + r.count, 0);
+      if (this.d.cluster) {
+        const holders = (await this.d.store.getAttachments(rec.name)).holders;
+        for (const h of holders) add(h.node, { volume: rec.name, mode: h.mode, since: h.since, references: count(h.node) });
+        for (const node of new Set(refs.map((r) => r.node))) {
+          if (!holders.some((h) => h.node === node)) add(node, { volume: rec.name, mode: 'referenced, not attached', since: refs.find((r) => r.node === node)!.since, references: count(node) });
+        }
+      } else {
+        for (const node of new Set(refs.map((r) => r.node))) add(node, { volume: rec.name, mode: 'rw', since: refs.find((r) => r.node === node)!.since, references: count(node) });
+      }
+    }
+    return out;
+  }
+
   /** Cluster mode: attaches the volume here (read-write) unless it already is; throws when another node holds it. */
   async ensureAttached(rec: VolumeRecord): Promise<void> {
     if (this.d.cluster) await this.attachHere(rec, this.d.backends.get(rec.backend), 'rw');

@@ -128,3 +128,10 @@ export function spaceCheck(report: readonly FsReport[]): Check {
     detail: `${report.map(line).join('; ')}${critical.length || warning.length ? '. Free space on these filesystems, or move data to thick volumes' : ''}`,
   };
 }
+
+/** Cluster mode: does this node hold its lease in etcd (the others see it as up only while it does)? */
+export function leaseCheck(l: { ttlSec: number; held: boolean; renewedAt?: string; lostAt?: string; error?: string }): Check {
+  return l.held
+    ? { name: 'cluster lease', ok: true, detail: `held (TTL ${l.ttlSec} s), last renewed ${l.renewedAt ?? 'at start'}${l.lostAt ? `; it was lost at ${l.lostAt} (${l.error ?? 'expired'}) and registered again` : ''}` }
+    : { name: 'cluster lease', ok: false, detail: `NOT held since ${l.lostAt ?? 'start'}${l.error ? ` (${l.error})` : ''}: other nodes see this node as down. Check that this node reaches a majority of the etcd members` };
+}

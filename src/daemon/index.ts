@@ -6,6 +6,7 @@ import { driverName } from '../config/index.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { StoreReserve } from '../store/reserve.js';
 import { EtcdStore } from '../store/etcd.js';
+import { EtcdMembership, LocalMembership, type Membership } from '../cluster/membership.js';
 import type { MetadataStore } from '../store/types.js';
 import { BackendRegistry } from '../backends/registry.js';
 import { localFactory } from '../backends/local/index.js';
@@ -21,7 +22,7 @@ import { hostExec, type Exec } from '../host/exec.js';
 import { ProcMountTable, type MountTable } from '../host/mountinfo.js';
 import { prepareSocketPath, restrictSocket } from '../host/socket.js';
 import { buildApi } from '../frontends/api.js';
-import { hostChecks, placementCheck, pluginChecks, reconcilerChecks, spaceCheck } from './doctor.js';
+import { hostChecks, leaseCheck, placementCheck, pluginChecks, reconcilerChecks, spaceCheck } from './doctor.js';
 import { SpaceWatcher } from '../reconciler/space.js';
 import { UnavailableError } from '../core/errors.js';
 import { faultInjector } from '../core/faults.js';
@@ -66,6 +67,9 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
     .registerType(sshfsFactory).registerType(glusterfsFactory).registerType(nfsFactory).registerType(s3Factory)
     .registerType(cephfsFactory).registerType(rbdFactory)
     .instantiate(config.backends, { root: config.root, exec, mounts, log, fault, node: config.node });
+  // The node registry: in cluster mode a lease in etcd, renewed while this daemon runs and reaches etcd.
+  const membership: Membership = store instanceof EtcdStore && sc.type === 'etcd'
+    ? new EtcdMembership(config.node, store, sc.leaseTtlSec, VERSION, log) : new LocalMembership(config.node, VERSION);
   // Cluster mode: the store is shared by every node (etcd), so volumes are attached before they are staged.
   const service = new VolumeService({ store, backends, log, node: config.node, defaultBackend: config.defaultBackend, fault, cluster: config.store.type === 'etcd' });
   // Registers itself as the space gate of backends with thin volumes, before recovery mounts anything.
@@ -92,12 +96,24 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
         ...(await hostChecks(exec)), ...(await pluginChecks(config.socket, config.dockerHost)),
         ...reconcilerChecks(reconciler.status().last ?? first, reconciler.status().counters),
         placementCheck(await service.placementDrift()),
+        ...(membership.lease() ? [leaseCheck(membership.lease()!)] : []),
         spaceCheck(space.report()),
         ...(reserve ? [reserve.check()] : []),
       ],
     }),
     reconcile: () => reconciler.status(),
     repair: () => reconciler.runOnce({ repair: true, checkDocker: true }),
+    nodes: async () => {
+      const [registered, held] = await Promise.all([membership.nodes(), service.holdings()]);
+      const names = new Set([...registered.map((n) => n.name), ...held.keys()]);
+      return {
+        node: config.node, lease: membership.lease(),
+        nodes: [...names].sort().map((name) => {
+          const r = registered.find((n) => n.name === name);
+          return { name, alive: !!r, ...(r ? { since: r.since, version: r.version } : {}), volumes: held.get(name) ?? [] };
+        }),
+      };
+    },
   });
 
   await prepareSocketPath(config.adminSocket);
@@ -108,6 +124,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   await restrictSocket(config.socket);
   const serveMs = Math.round(performance.now() - t0);
   log.info({ socket: config.socket, adminSocket: config.adminSocket, root: config.root, driver: driverName(config.socket), backends: backends.names(), version: VERSION, serveMs, reconciledMs, reconcilePassMs: first.ms, volumes: first.volumes, recovered: recovered.length, repairs: first.repairs.length }, 'ballast serving');
+  await membership.start();
   reconciler.start();
   await space.start();
   // Swarm schedules onto a legacy plugin only once dockerd has activated it; a volume list does that.
@@ -122,6 +139,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const stop = (reason = 'stop') => (stopping ??= (async () => {
     log.info({ reason }, 'ballast stopping; mounts stay in place');
     await reconciler.stop();
+    await membership.stop();
     await space.stop();
     const closing = api.close();
     const drained = await Promise.race([

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { Etcd3, isRecoverableError } from 'etcd3';
+import { Etcd3, isRecoverableError, type Lease } from 'etcd3';
 import type { IKeyValue, IOptions, IRequestOp, ICompare, ITxnResponse, IWatchResponse, IWatchRequest } from 'etcd3';
 import { lostAttachRace, noAttachments, type MetadataStore } from './types.js';
 import { BallastError, ConflictError, InternalError, InvalidArgumentError, UnavailableError } from '../core/errors.js';
@@ -158,6 +158,18 @@ export class EtcdStore implements MetadataStore {
     s.probeTimer = setInterval(() => { void s.probe(); }, s.probeMs);
     s.probeTimer.unref();
     return s;
+  }
+
+  // ---------------------------------------------------------------- the node registry's access
+
+  /**
+   * For the node registry (src/cluster/membership.ts), on this store's client and under its prefix:
+   * a lease of `ttlSec` kept alive by the client, and a bounded, linearizable read of the `nodes/` keys.
+   */
+  nodeLease(ttlSec: number): Lease { return this.client.namespace(this.prefix).lease(ttlSec, { autoKeepAlive: true }); }
+  nodeKey(node: string): string { return `nodes/${enc(node)}`; }
+  async readNodes(): Promise<Record<string, string>> {
+    return this.withDeadline('reading the node registry', Date.now() + this.timeoutMs, () => this.client.namespace(this.prefix).getAll().prefix('nodes/').strings());
   }
 
   // ---------------------------------------------------------------- reads (from the copy)

@@ -1,7 +1,7 @@
 import { statSync, statfsSync } from 'node:fs';
 import { mkdir, open, readdir, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
-import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, SINGLE_NODE_WRITER, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type SpaceGate, type StageOptions, type ThinSpace } from '../types.js';
+import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_ONE_AT_A_TIME, SINGLE_NODE_WRITER, type AccessModes, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type SpaceGate, type StageOptions, type ThinSpace } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { FailedPreconditionError, InternalError, InvalidArgumentError, ResourceExhaustedError } from '../../core/errors.js';
 import { formatSize, parseSize } from '../../core/validate.js';
@@ -75,7 +75,8 @@ export function human(bytes: number): string {
  */
 export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
   readonly type = 'block';
-  readonly access = SINGLE_NODE_WRITER;
+  /** Node-local by default; `shared: true` when imageDir lies on storage every node reaches. */
+  readonly access: AccessModes;
   readonly optionDocs = OPTIONS;
   private readonly imageDir: string;
   private readonly mountDir: string;
@@ -84,6 +85,8 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
   private gate: SpaceGate | undefined;
 
   constructor(readonly name: string, config: Readonly<Record<string, unknown>>, private readonly ctx: BackendContext) {
+    if (config.shared !== undefined && typeof config.shared !== 'boolean') throw new InvalidArgumentError(`backend ${name}: shared must be true or false (true when imageDir lies on storage every node of the cluster reaches)`);
+    this.access = config.shared ? MULTI_NODE_ONE_AT_A_TIME : SINGLE_NODE_WRITER;
     for (const k of ['imageDir', 'mountDir'] as const) {
       const v = config[k];
       if (v !== undefined && (typeof v !== 'string' || !v.startsWith('/'))) throw new InvalidArgumentError(`backend ${name}: ${k} must be an absolute path`);
@@ -367,6 +370,6 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
 
 export const blockFactory: BackendFactory = {
   type: 'block',
-  configKeys: ['imageDir', 'mountDir', 'defaultFstype', 'thinOvercommitRatio'],
+  configKeys: ['imageDir', 'mountDir', 'defaultFstype', 'thinOvercommitRatio', 'shared'],
   create: (instance, config, ctx) => new BlockBackend(instance, config, ctx),
 };

@@ -1,7 +1,7 @@
 import { mkdir, chown, chmod, rm, readdir } from 'node:fs/promises';
 import { statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { mountpointOf, probeMountpoint, stagingPathOf, SINGLE_NODE_WRITER, type Backend, type HostSnapshot, type BackendContext, type BackendFactory, type OptionDoc, type Orphan, type OrphanFinder, type Placement } from '../types.js';
+import { mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_MULTI_WRITER, SINGLE_NODE_WRITER, type AccessModes, type Backend, type HostSnapshot, type BackendContext, type BackendFactory, type OptionDoc, type Orphan, type OrphanFinder, type Placement } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { InternalError, InvalidArgumentError } from '../../core/errors.js';
 import { checkOptionKeys, parseIntOption } from '../options.js';
@@ -21,11 +21,14 @@ const OPTIONS: readonly OptionDoc[] = [
  */
 export class LocalBackend implements Backend, OrphanFinder {
   readonly type = 'local';
-  readonly access = SINGLE_NODE_WRITER;
+  /** Node-local by default; `shared: true` when dir lies on a filesystem every node mounts (many writers). */
+  readonly access: AccessModes;
   readonly optionDocs = OPTIONS;
   private readonly dir: string;
 
   constructor(readonly name: string, config: Readonly<Record<string, unknown>>, private readonly ctx: BackendContext) {
+    if (config.shared !== undefined && typeof config.shared !== 'boolean') throw new InvalidArgumentError(`backend ${name}: shared must be true or false (true when dir lies on a filesystem every node of the cluster mounts)`);
+    this.access = config.shared ? MULTI_NODE_MULTI_WRITER : SINGLE_NODE_WRITER;
     if (config.dir !== undefined && (typeof config.dir !== 'string' || !config.dir.startsWith('/'))) {
       throw new InvalidArgumentError(`backend ${name}: dir must be an absolute path`);
     }
@@ -97,6 +100,6 @@ export class LocalBackend implements Backend, OrphanFinder {
 
 export const localFactory: BackendFactory = {
   type: 'local',
-  configKeys: ['dir'],
+  configKeys: ['dir', 'shared'],
   create: (instance, config, ctx) => new LocalBackend(instance, config, ctx),
 };

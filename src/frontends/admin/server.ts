@@ -10,6 +10,8 @@ export interface AdminDeps {
   readonly doctor: () => Promise<unknown>;
   readonly reconcile: () => unknown;
   readonly repair: () => Promise<unknown>;
+  /** The node registry with what each node holds (`ballast node ls`). */
+  readonly nodes: () => Promise<unknown>;
 }
 
 const JSON_CT = 'application/json; charset=utf-8';
@@ -27,6 +29,7 @@ export function adminHandler(d: AdminDeps): (req: IncomingMessage, res: ServerRe
     'GET /v1/doctor': async () => ok(await d.doctor()),
     'GET /v1/reconcile': async () => ok(d.reconcile()),
     'POST /v1/repair': async () => ok(await d.repair()),
+    'GET /v1/nodes': async () => ok(await d.nodes()),
     'GET /v1/volumes': async () => ok({ volumes: await d.service.listInfo() }),
     'POST /v1/volumes': async (req) => {
       const body = await readJsonBody(req);

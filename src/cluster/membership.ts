@@ -73,6 +73,7 @@ export class EtcdMembership implements Membership {
       this.scheduleRetry(0);
     });
     const value = JSON.stringify({ name: this.node, since: this.since, pid: process.pid, version: this.version });
+    await this.store.markKnown(this.node, value);
     await lease.put(this.store.nodeKey(this.node)).value(value);
     this.state = { ...this.state, held: true, renewedAt: new Date().toISOString(), error: undefined };
     this.log.info({ op: 'lease', node: this.node, ttlSec: this.ttlSec, outcome: 'ok' }, 'registered in the cluster');
@@ -96,15 +97,19 @@ export class EtcdMembership implements Membership {
     await this.current?.revoke().catch(() => undefined);
   }
 
+  /** Every node that ever registered: up while its lease-bound key exists, down otherwise. */
   async nodes(): Promise<NodeInfo[]> {
-    const out: NodeInfo[] = [];
-    for (const v of Object.values(await this.store.readNodes())) {
-      try {
-        const o = JSON.parse(v) as { name: string; since?: string; pid?: number; version?: string };
-        if (typeof o.name === 'string') out.push({ name: o.name, alive: true, since: o.since, pid: o.pid, version: o.version });
-      } catch { /* a value this version did not write: skipped */ }
+    const { alive, known } = await this.store.readNodes();
+    const parse = (v: string) => { try { const o = JSON.parse(v) as { name?: unknown; since?: string; pid?: number; version?: string }; return typeof o.name === 'string' ? o as { name: string; since?: string; pid?: number; version?: string } : undefined; } catch { return undefined; } };
+    const up = new Map<string, { name: string; since?: string; pid?: number; version?: string }>();
+    for (const v of Object.values(alive)) { const o = parse(v); if (o) up.set(o.name, o); }
+    const out = new Map<string, NodeInfo>();
+    for (const v of Object.values(known)) {
+      const o = parse(v);
+      if (o && !up.has(o.name)) out.set(o.name, { name: o.name, alive: false, version: o.version });
     }
-    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const o of up.values()) out.set(o.name, { name: o.name, alive: true, since: o.since, pid: o.pid, version: o.version });
+    return [...out.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   lease(): LeaseState { return { ttlSec: this.ttlSec, ...this.state }; }

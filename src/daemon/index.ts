@@ -110,7 +110,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
         node: config.node, lease: membership.lease(),
         nodes: [...names].sort().map((name) => {
           const r = registered.find((n) => n.name === name);
-          return { name, alive: !!r, ...(r ? { since: r.since, version: r.version } : {}), volumes: held.get(name) ?? [] };
+          return { name, alive: r?.alive ?? false, ...(r?.since ? { since: r.since } : {}), ...(r?.version ? { version: r.version } : {}), volumes: held.get(name) ?? [] };
         }),
       };
     },

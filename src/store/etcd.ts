@@ -167,9 +167,18 @@ export class EtcdStore implements MetadataStore {
    * a lease of `ttlSec` kept alive by the client, and a bounded, linearizable read of the `nodes/` keys.
    */
   nodeLease(ttlSec: number): Lease { return this.client.namespace(this.prefix).lease(ttlSec, { autoKeepAlive: true }); }
+  /** `nodes/<name>`: bound to the node's lease (present while it is up). */
   nodeKey(node: string): string { return `nodes/${enc(node)}`; }
-  async readNodes(): Promise<Record<string, string>> {
-    return this.withDeadline('reading the node registry', Date.now() + this.timeoutMs, () => this.client.namespace(this.prefix).getAll().prefix('nodes/').strings());
+  /** `known/<name>`: written at every start and never bound to a lease, so a node that is down is still listed. */
+  async markKnown(node: string, value: string): Promise<void> {
+    await this.withDeadline('registering this node', Date.now() + this.timeoutMs, () => this.client.namespace(this.prefix).put(`known/${enc(node)}`).value(value).exec());
+  }
+  async readNodes(): Promise<{ alive: Record<string, string>; known: Record<string, string> }> {
+    return this.withDeadline('reading the node registry', Date.now() + this.timeoutMs, async () => {
+      const ns = this.client.namespace(this.prefix);
+      const [alive, known] = await Promise.all([ns.getAll().prefix('nodes/').strings(), ns.getAll().prefix('known/').strings()]);
+      return { alive, known };
+    });
   }
 
   // ---------------------------------------------------------------- reads (from the copy)

@@ -1,0 +1,171 @@
+/**
+ * Cluster mode with two Ballast "nodes" on this machine, each a real daemon in its own mount namespace
+ * (so each has its own mounts, as two hosts would), sharing a real 3-member etcd on loopback:
+ * volumes made on one node are seen on the other; an exclusive volume (block images on a directory both
+ * nodes reach, `shared: true`) is attached to one node at a time, also when both mount it at the same
+ * instant; a node-local volume stays on its node; Capabilities answers Scope global; the node registry
+ * shows a node down once its daemon is SIGKILLed and its lease expired.
+ *
+ * Real etcd, real loop devices and ext4, the plugin protocol over each daemon's socket as dockerd sends
+ * it. Root only; etcd from scripts/install-test-deps.sh.
+ */
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { startBallast, uniqueName, type BallastProc } from '../helpers/ballast.js';
+import { run, sleep, waitFor } from '../helpers/proc.js';
+import { etcdSkipReason, startEtcd, type EtcdCluster } from '../servers/etcd.js';
+
+const SKIP = process.getuid?.() !== 0 ? 'needs root (loop devices, mounts, mount namespaces)' : etcdSkipReason();
+const TTL = 3;
+
+describe('cluster mode: two nodes on one etcd (e2e)', { skip: SKIP ?? false }, () => {
+  let etcd: EtcdCluster | undefined;
+  let scratch = '';
+  const nodes: Record<'a' | 'b', BallastProc | undefined> = { a: undefined, b: undefined };
+  const A = () => nodes.a!;
+  const B = () => nodes.b!;
+
+  const nsMounts = async (p: BallastProc) => (await run(['nsenter', '-t', String(p.pid()), '-m', 'cat', '/proc/self/mountinfo'])).stdout;
+  const mountedIn = async (p: BallastProc, mp: string) => (await nsMounts(p)).split('\n').some((l) => l.split(' ')[4] === mp);
+  const nsCat = async (p: BallastProc, file: string) => run(['nsenter', '-t', String(p.pid()), '-m', 'cat', '--', file]);
+  const nsWrite = async (p: BallastProc, file: string, text: string) => run(['nsenter', '-t', String(p.pid()), '-m', 'sh', '-c', 'cat > "$1" && sync -f "$1"', 'sh', file], { input: text });
+
+  before(async () => {
+    scratch = mkdtempSync(join('/var/tmp', 'ballast-cluster2-'));
+    etcd = await startEtcd({ members: 3, basePort: 42379 });
+    const config = (node: string) => {
+      const file = join(scratch, `${node}.json`);
+      writeFileSync(file, JSON.stringify({
+        node,
+        store: { type: 'etcd', endpoints: etcd!.endpoints, prefix: `/ballast-test-${process.pid}/`, timeoutSec: 3, leaseTtlSec: TTL },
+        defaultBackend: 'local',
+        backends: {
+          local: { type: 'local' },
+          // Both "nodes" are on this machine, so this directory is storage every node reaches.
+          shared: { type: 'block', shared: true, imageDir: join(scratch, 'shared-images'), mountDir: join(scratch, 'shared-mounts') },
+        },
+      }));
+      return file;
+    };
+    mkdirSync(join(scratch, 'shared-images'));
+    const start = (node: 'a' | 'b') => startBallast({
+      root: join(scratch, node), configFile: config(node), wrap: ['unshare', '-m', '--propagation', 'private'],
+      env: { BALLAST_RECONCILE_INTERVAL_SEC: '3600', BALLAST_LEAK_GRACE_SEC: '3600' },
+    });
+    [nodes.a, nodes.b] = await Promise.all([start('a'), start('b')]);
+  });
+
+  after(async () => {
+    for (const p of [nodes.a, nodes.b]) {
+      if (!p) continue;
+      for (const line of (await nsMounts(p).catch(() => '')).split('\n')) {
+        const mp = line.split(' ')[4];
+        if (mp?.startsWith(scratch + '/')) await run(['nsenter', '-t', String(p.pid()), '-m', 'umount', '--', mp]);
+      }
+      await p.stop();
+    }
+    await etcd?.stop();
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  });
+
+  const ok = async (p: BallastProc, method: string, body: unknown) => {
+    const r = await p.plugin(`VolumeDriver.${method}`, body);
+    assert.equal(r.body.Err, undefined, `${method} ${JSON.stringify(body)} on ${p.root}: ${String(r.body.Err)}`);
+    return r.body;
+  };
+
+  test('Capabilities answers Scope global; a volume made on one node is listed and inspected on the other', async () => {
+    for (const p of [A(), B()]) assert.deepEqual((await p.plugin('VolumeDriver.Capabilities', {})).body, { Capabilities: { Scope: 'global' } });
+    const vol = uniqueName('cl-seen-');
+    await ok(A(), 'Create', { Name: vol, Opts: { backend: 'shared', size: '32M' } });
+    const seen = await waitFor(async () => ((await B().plugin('VolumeDriver.List', {})).body.Volumes as { Name: string }[]).some((v) => v.Name === vol), `${vol} in node b's List`, 5_000, 20);
+    assert.ok(seen);
+    const got = (await ok(B(), 'Get', { Name: vol })).Volume as { Mountpoint: string; Status: Record<string, unknown> };
+    assert.equal(got.Status.backend, 'shared');
+    assert.deepEqual(got.Status.attachments, []);
+    await ok(B(), 'Remove', { Name: vol });
+    await waitFor(async () => !((await A().plugin('VolumeDriver.List', {})).body.Volumes as { Name: string }[]).some((v) => v.Name === vol), `${vol} gone from node a`, 5_000, 20);
+  });
+
+  test('an exclusive volume is attached to one node at a time: refused elsewhere with the holder named; after the last unmount the other node mounts it and reads the data', async () => {
+    const vol = uniqueName('cl-excl-');
+    await ok(A(), 'Create', { Name: vol, Opts: { backend: 'shared', size: '32M' } });
+    const mp = String((await ok(A(), 'Mount', { Name: vol, ID: 'a'.repeat(64) })).Mountpoint);
+    assert.ok(await mountedIn(A(), mp));
+    assert.equal((await nsWrite(A(), join(mp, 'f'), 'written on a\n')).code, 0);
+    const refused = await B().plugin('VolumeDriver.Mount', { Name: vol, ID: 'b'.repeat(64) });
+    assert.match(String(refused.body.Err), new RegExp(`^volume ${vol} is attached read-write to node a since \\S+; backend shared .*one`));
+    assert.ok(!(await mountedIn(B(), mp)), 'the refused node mounted nothing');
+    const inspect = JSON.parse((await B().cli(['volume', 'inspect', vol])).stdout) as { status: { attachments: { node: string; mode: string }[] } }[];
+    assert.deepEqual(inspect[0].status.attachments.map((h) => [h.node, h.mode]), [['a', 'rw']], 'inspect on b shows who holds it');
+    await ok(A(), 'Unmount', { Name: vol, ID: 'a'.repeat(64) });
+    assert.ok(!(await mountedIn(A(), mp)));
+    assert.equal(String((await ok(B(), 'Mount', { Name: vol, ID: 'b'.repeat(64) })).Mountpoint), mp);
+    assert.equal((await nsCat(B(), join(mp, 'f'))).stdout, 'written on a\n', 'the data followed the volume to node b');
+    await ok(B(), 'Unmount', { Name: vol, ID: 'b'.repeat(64) });
+    await ok(B(), 'Remove', { Name: vol });
+  });
+
+  test('race: both nodes mount the same exclusive volume at the same instant, 50 times; exactly one wins each time, the other is told who holds it', async () => {
+    const vol = uniqueName('cl-race-');
+    await ok(A(), 'Create', { Name: vol, Opts: { backend: 'shared', size: '32M' } });
+    await waitFor(async () => (await B().plugin('VolumeDriver.Get', { Name: vol })).body.Err === undefined, `${vol} seen on b`, 5_000, 20);
+    const wins = { a: 0, b: 0 };
+    for (let i = 0; i < 50; i++) {
+      const id = (c: string) => `${c}${String(i).padStart(63, '0')}`;
+      const [ra, rb] = await Promise.all([A().plugin('VolumeDriver.Mount', { Name: vol, ID: id('a') }), B().plugin('VolumeDriver.Mount', { Name: vol, ID: id('b') })]);
+      const okA = ra.body.Err === undefined;
+      const okB = rb.body.Err === undefined;
+      assert.ok(okA !== okB, `round ${i}: exactly one wins (a: ${String(ra.body.Err ?? 'ok')}; b: ${String(rb.body.Err ?? 'ok')})`);
+      const [winner, loser, loserAnswer, w] = okA ? [A(), B(), rb, 'a'] as const : [B(), A(), ra, 'b'] as const;
+      wins[w]++;
+      assert.match(String(loserAnswer.body.Err), new RegExp(`is attached read-write to node ${w} since`), `round ${i}: the loser is told who holds it`);
+      const mp = String((okA ? ra : rb).body.Mountpoint);
+      assert.ok(await mountedIn(winner, mp), `round ${i}: the winner mounted it`);
+      assert.ok(!(await mountedIn(loser, mp)), `round ${i}: the loser did not`);
+      await ok(winner, 'Unmount', { Name: vol, ID: id(w) });
+    }
+    process.stdout.write(`# race: a won ${wins.a}, b won ${wins.b} of 50\n`);
+    const fsck = await run(['e2fsck', '-fn', join(scratch, 'shared-images', `${vol}.img`)]);
+    assert.equal(fsck.code, 0, `the filesystem is clean after 50 handovers: ${fsck.stdout}${fsck.stderr}`);
+    await ok(A(), 'Remove', { Name: vol });
+  });
+
+  test('a node-local volume is listed on every node with its node named, and refused elsewhere with where its data lives', async () => {
+    const vol = uniqueName('cl-local-');
+    await ok(A(), 'Create', { Name: vol, Opts: {} });
+    await waitFor(async () => (await B().plugin('VolumeDriver.Get', { Name: vol })).body.Err === undefined, `${vol} seen on b`, 5_000, 20);
+    const got = (await ok(B(), 'Get', { Name: vol })).Volume as { Status: Record<string, unknown> };
+    assert.equal(got.Status.node, 'a');
+    const r = await B().plugin('VolumeDriver.Mount', { Name: vol, ID: 'c'.repeat(64) });
+    assert.match(String(r.body.Err), new RegExp(`^volume ${vol} lives on node a .*cannot be mounted on node b; run its containers on a, e\\.g\\. docker service create --constraint node\\.hostname==`));
+    await ok(A(), 'Mount', { Name: vol, ID: 'c'.repeat(64) });
+    await ok(A(), 'Unmount', { Name: vol, ID: 'c'.repeat(64) });
+    await ok(A(), 'Remove', { Name: vol });
+  });
+
+  test('the node registry: both nodes up; a SIGKILLed node shows down once its lease expired, and up again after a restart', async () => {
+    const ls = async (p: BallastProc) => JSON.parse((await p.cli(['node', 'ls', '--json'])).stdout) as { nodes: { name: string; alive: boolean }[]; lease: { held: boolean; ttlSec: number } };
+    const state = async () => Object.fromEntries((await ls(A())).nodes.map((n) => [n.name, n.alive]));
+    assert.deepEqual(await state(), { a: true, b: true });
+    assert.equal((await ls(A())).lease.held, true);
+    assert.equal((await ls(A())).lease.ttlSec, TTL);
+    const killedAt = Date.now();
+    await B().kill9();
+    await waitFor(async () => (await state()).b === false || undefined, 'node b to show down', (TTL + 5) * 1000, 200).catch(async (e: Error) => {
+      const keys = await run(['etcdctl', `--endpoints=${etcd!.endpoints.join(',')}`, 'get', '--prefix', `/ballast-test-${process.pid}/nodes/`, '-w', 'json'], { env: { ...process.env, ETCDCTL_API: '3' } });
+      throw new Error(`${e.message}; registry keys: ${keys.stdout}${keys.stderr}; node ls: ${JSON.stringify(await ls(A()))}`);
+    });
+    const downAfter = Date.now() - killedAt;
+    process.stdout.write(`# node b shown down ${downAfter} ms after SIGKILL (lease TTL ${TTL} s)\n`);
+    assert.ok(downAfter >= (TTL - 1) * 1000, `not before its lease could expire (${downAfter} ms)`);
+    await B().restart();
+    await waitFor(async () => (await state()).b === true || undefined, 'node b to show up again', 10_000, 200);
+    const table = (await A().cli(['node', 'ls'])).stdout;
+    assert.match(table, /^a \(this node\)\s+up/m);
+    assert.match(table, /^b\s+up/m);
+    await sleep(10);
+  });
+});

@@ -115,6 +115,17 @@ node.command('ls').alias('list')
     if (r.lease) console.log(`\nthis node's lease: ${r.lease.held ? 'held' : 'NOT held'}, TTL ${r.lease.ttlSec} s${r.lease.renewedAt ? `, renewed ${r.lease.renewedAt}` : ''}`);
   });
 
+node.command('fence <node>')
+  .description('confirm that a node is down (powered off or cut off for good), so its volumes can be used elsewhere; refused while it holds its lease')
+  .option('--json', 'print JSON')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (name: string, o: ConfigInput & { json?: boolean }) => {
+    const r = await clientFrom(o).call<{ fenced: string; volumes: { volume: string; epoch: number; referencesDropped: number }[] }>('POST', `/v1/nodes/${encodeURIComponent(name)}/fence`);
+    if (o.json) { console.log(JSON.stringify(r, null, 2)); return; }
+    if (r.volumes.length === 0) { console.log(`node ${r.fenced} held no volume`); return; }
+    for (const v of r.volumes) console.log(`released ${v.volume} from node ${r.fenced} (epoch ${v.epoch}, ${v.referencesDropped} reference${v.referencesDropped === 1 ? '' : 's'} dropped)`);
+  });
+
 program.command('doctor')
   .description('check loop devices, FUSE, mkfs tools, the plugin socket and whether dockerd sees the plugin')
   .option('--json', 'print JSON')

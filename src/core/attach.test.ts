@@ -107,3 +107,27 @@ test('a failed stage lets go of the attachment it took; the reconciler hook rele
   assert.equal(await c.n1.svc.releaseIfIdle(rec, false), true);
   assert.deepEqual((await c.store.getAttachments('db')).holders, []);
 });
+
+test('fence: refused while the node holds its lease; then its holds go, the epoch goes up, its references are dropped, and another node may mount', async () => {
+  const c = cluster(MULTI_NODE_SINGLE_WRITER);
+  await c.n1.svc.create('db', {});
+  c.shareProvisioned('db');
+  await c.n1.svc.mount('db', 'a');
+  await c.n1.svc.mount('db', 'a');
+  await assert.rejects(c.n2.svc.mount('db', 'x'), /attached read-write to node n1 .*If node n1 is down for good \(powered off\), release its volumes with: ballast node fence n1/);
+  await assert.rejects(c.n2.svc.fenceNode('n1', async () => true), (e) => e instanceof FailedPreconditionError && /node n1 still holds its lease/.test(e.message));
+  await assert.rejects(c.n1.svc.fenceNode('n1', async () => false), /is this node/);
+  assert.equal((await c.store.getAttachments('db')).holders.length, 1, 'a refused fence changed nothing');
+  const out = await c.n2.svc.fenceNode('n1', async () => false);
+  assert.deepEqual(out, [{ volume: 'db', epoch: 1, referencesDropped: 2 }]);
+  assert.deepEqual((await c.store.getAttachments('db')).holders, []);
+  assert.equal(await c.store.mountCount('db', 'n1'), 0);
+  await c.n2.svc.mount('db', 'x');
+  const set = await c.store.getAttachments('db');
+  assert.deepEqual([set.epoch, set.holders.map((h) => h.node)], [1, ['n2']]);
+  // n1 comes back with the volume still mounted there: stale, and left alone.
+  const rec = (await c.store.getVolume('db'))!;
+  assert.deepEqual(await c.n1.svc.staleHere(rec), { holders: `node n2 (rw since ${set.holders[0].since})`, epoch: 1 });
+  assert.equal(await c.n2.svc.staleHere(rec), undefined);
+  assert.deepEqual(await c.n2.svc.fenceNode('n1', async () => false), [], 'fencing again finds nothing');
+});

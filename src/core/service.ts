@@ -236,7 +236,10 @@ export class VolumeService {
       const mine = set.holders.find((h) => h.node === this.d.node);
       if (mine && (mine.mode === 'rw' || mode === 'ro')) return false;
       const decision = checkAccess(rec.name, backend, { node: this.d.node, mode }, set.holders);
-      if (!decision.allowed) throw new FailedPreconditionError(decision.reason);
+      if (!decision.allowed) {
+        const others = [...new Set(set.holders.filter((h) => h.node !== this.d.node).map((h) => h.node))];
+        throw new FailedPreconditionError(`${decision.reason}. If ${others.length > 1 ? 'those nodes are' : `node ${others[0]} is`} down for good (powered off), release ${others.length > 1 ? 'their' : 'its'} volumes with: ${others.map((n) => `ballast node fence ${n}`).join('; ')}`);
+      }
       try {
         await this.d.store.putAttachments({
           ...set, holders: [...set.holders.filter((h) => h.node !== this.d.node), { node: this.d.node, mode, since: this.now().toISOString() }],
@@ -275,6 +278,59 @@ export class VolumeService {
       }
     }
     return out;
+  }
+
+  /**
+   * `ballast node fence NODE`: the operator confirms that NODE is down (powered off, or cut off for
+   * good), the way Kubernetes' out-of-service taint works, so that its volumes can be used elsewhere.
+   * Refused while NODE holds its lease (`isAlive`). For every volume NODE holds: NODE leaves the
+   * holders and the epoch goes up by one (so NODE, should it come back, sees that it lost the volume),
+   * and NODE's references are dropped (its containers are gone with it). Its journal is left to its
+   * own recovery. Backends that can fence at the storage do not need this once automatic takeover
+   * exists; for the others it is the only way a dead node's exclusive volume moves.
+   */
+  async fenceNode(node: string, isAlive: (node: string) => Promise<boolean>): Promise<{ volume: string; epoch: number; referencesDropped: number }[]> {
+    if (!this.d.cluster) throw new FailedPreconditionError('ballast node fence is for cluster mode (the etcd store); on one host there is no other node');
+    if (node === this.d.node) throw new InvalidArgumentError(`node ${node} is this node; fence a node from another one`);
+    if (await isAlive(node)) {
+      throw new FailedPreconditionError(`node ${node} still holds its lease: its daemon runs and reaches the cluster store, so it is not down. Stop it (or cut it off), wait for its lease to expire, then fence it`);
+    }
+    const out: { volume: string; epoch: number; referencesDropped: number }[] = [];
+    for (const rec of await this.d.store.listVolumes()) {
+      await this.lock.run(rec.name, async () => {
+        let epoch = -1;
+        for (let i = 0; i < ATTACH_RETRIES && epoch < 0; i++) {
+          const set = await this.d.store.getAttachments(rec.name);
+          if (!set.holders.some((h) => h.node === node)) break;
+          try {
+            epoch = (await this.d.store.putAttachments({ ...set, epoch: set.epoch + 1, holders: set.holders.filter((h) => h.node !== node) })).epoch;
+          } catch (e) {
+            if ((e as BallastError).code !== 'Conflict') throw e;
+          }
+        }
+        let dropped = 0;
+        for (const r of (await this.d.store.mounts(rec.name)).filter((m) => m.node === node)) {
+          for (let k = 0; k < r.count; k++) if ((await this.d.store.removeMount(rec.name, node, r.id)).removed) dropped++;
+        }
+        if (epoch >= 0 || dropped > 0) {
+          out.push({ volume: rec.name, epoch: epoch >= 0 ? epoch : (await this.d.store.getAttachments(rec.name)).epoch, referencesDropped: dropped });
+          this.d.log.warn({ op: 'fence', volume: rec.name, node: this.d.node, fenced: node, epoch, referencesDropped: dropped, outcome: 'ok' }, 'fenced node released');
+        }
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Cluster mode: is the volume staged here although this node no longer holds it while another node
+   * does (it was fenced, or taken over)? Such a mount is stale: unmounting it would write to storage
+   * another node now owns, so the reconciler leaves it alone and reports it.
+   */
+  async staleHere(rec: VolumeRecord): Promise<{ holders: string; epoch: number } | undefined> {
+    if (!this.d.cluster) return undefined;
+    const set = await this.d.store.getAttachments(rec.name);
+    if (set.holders.length === 0 || set.holders.some((h) => h.node === this.d.node)) return undefined;
+    return { holders: set.holders.map((h) => `node ${h.node} (${h.mode} since ${h.since})`).join(', '), epoch: set.epoch };
   }
 
   /** Cluster mode: attaches the volume here (read-write) unless it already is; throws when another node holds it. */

@@ -76,6 +76,7 @@ export function reconcilerChecks(r: PassReport, counters: Record<string, number>
     name: 'uncertain volumes', ok: r.uncertain.length === 0,
     detail: r.uncertain.length === 0 ? 'none' : r.uncertain.map((u) => `${u.volume}: ${u.error} (attempt ${u.attempts}, next ${u.nextTry})`).join('; '),
   });
+  if (r.stale.length > 0) out.push({ name: 'stale mounts', ok: false, detail: r.stale.map((x) => `${x.volume}: ${x.detail}`).join('; ') });
   out.push({
     name: 'damaged records', ok: r.damaged.length === 0,
     detail: r.damaged.length === 0 ? 'none' : `${r.damaged.map((d) => `${d.volume}: ${d.detail}`).join('; ')}. Ballast will not mount, format or delete these volumes and their data is untouched; mend or delete the row in the volumes table of the store by hand, with the daemon stopped`,

@@ -24,7 +24,7 @@ import { prepareSocketPath, restrictSocket } from '../host/socket.js';
 import { buildApi } from '../frontends/api.js';
 import { hostChecks, leaseCheck, placementCheck, pluginChecks, reconcilerChecks, spaceCheck } from './doctor.js';
 import { SpaceWatcher } from '../reconciler/space.js';
-import { UnavailableError } from '../core/errors.js';
+import { InvalidArgumentError, UnavailableError } from '../core/errors.js';
 import { faultInjector } from '../core/faults.js';
 import { Reconciler } from '../reconciler/index.js';
 import { DockerEngineApi, type DockerApi } from '../host/docker-api.js';
@@ -103,6 +103,10 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
     }),
     reconcile: () => reconciler.status(),
     repair: () => reconciler.runOnce({ repair: true, checkDocker: true }),
+    fence: async (node: string) => {
+      if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/.test(node)) throw new InvalidArgumentError(`node name ${JSON.stringify(node.slice(0, 80))} is not valid`);
+      return { fenced: node, volumes: await service.fenceNode(node, async (n) => (await membership.nodes()).some((x) => x.name === n && x.alive)) };
+    },
     nodes: async () => {
       const [registered, held] = await Promise.all([membership.nodes(), service.holdings()]);
       const names = new Set([...registered.map((n) => n.name), ...held.keys()]);

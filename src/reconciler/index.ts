@@ -23,6 +23,11 @@ export interface PassReport {
   readonly uncertain: readonly Uncertain[];
   readonly orphans: readonly Orphan[];
   readonly leaked: readonly LeakedRef[];
+  /**
+   * Cluster mode: volumes mounted here that another node now holds (this node was fenced or its volume
+   * taken over): never unmounted or remounted by this node, only reported.
+   */
+  readonly stale: readonly { readonly volume: string; readonly detail: string }[];
   /** Volumes whose stored record does not decode: never touched, only reported. */
   readonly damaged: readonly { readonly volume: string; readonly detail: string }[];
   /** Why leaked references could not be checked, if they could not. */
@@ -111,6 +116,7 @@ export class Reconciler {
     const startedAt = this.now().toISOString();
     const repairs: Repair[] = [];
     const leaked: LeakedRef[] = [];
+    const stale: { volume: string; detail: string }[] = [];
     const vols = await this.d.store.listVolumes();
     // Only this node's references: another node's are that node's to reconcile.
     const refs = groupRefs(await this.d.store.nodeMounts(this.d.node));
@@ -156,6 +162,13 @@ export class Reconciler {
           if (!cur || cur.state !== 'ready' || !this.d.backends.has(cur.backend)) return;
           const backend = this.d.backends.get(cur.backend);
           let state = backend.probe(cur, cur.mountpoint, snap);
+          if (state === 'mounted') {
+            const s = await this.d.service.staleHere(cur);
+            if (s) {
+              if (phase === 'unmount') stale.push({ volume: cur.name, detail: `mounted on this node, but held by ${s.holders} at epoch ${s.epoch}: this node was fenced or its volume taken over. Ballast leaves the mount alone (an unmount would write to storage another node now owns); stop the containers using it here and reboot this node, or detach it by hand with umount -l ${cur.mountpoint}` });
+              return;
+            }
+          }
           const total = await this.d.store.mountCount(cur.name, this.d.node);
           // Cluster mode: an attachment this node holds with nothing referenced or staged here is let go.
           if (phase === 'unmount' && total === 0 && state !== 'mounted' && await this.d.service.releaseIfIdle(cur, false)) {
@@ -219,6 +232,7 @@ export class Reconciler {
     const report: PassReport = {
       startedAt, ms: Math.round((performance.now() - t0) * 100) / 100, volumes: vols.length,
       repairs, uncertain: this.uncertainList(), orphans, leaked, docker,
+      stale,
       damaged: vols.filter((v) => v.state === 'damaged').map((v) => ({ volume: v.name, detail: String(v.details.damage ?? 'unreadable') })),
     };
     this.last = report;

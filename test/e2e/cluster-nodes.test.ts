@@ -146,6 +146,55 @@ describe('cluster mode: two nodes on one etcd (e2e)', { skip: SKIP ?? false }, (
     await ok(A(), 'Remove', { Name: vol });
   });
 
+  test('a dead node\'s exclusive volume: refused elsewhere (with the fence hint) until `ballast node fence`, which is refused while the node holds its lease; then the data follows', async () => {
+    const vol = uniqueName('cl-fence-');
+    await ok(A(), 'Create', { Name: vol, Opts: { backend: 'shared', size: '32M' } });
+    const mp = String((await ok(A(), 'Mount', { Name: vol, ID: 'a'.repeat(64) })).Mountpoint);
+    assert.equal((await nsWrite(A(), join(mp, 'f'), 'fsynced on a\n')).code, 0);
+    const early = await B().cli(['node', 'fence', 'a']);
+    assert.equal(early.code, 4, early.stdout + early.stderr);
+    assert.match(early.stderr, /node a still holds its lease/);
+    // Node a dies: its daemon is SIGKILLed, and with it its mount namespace (its mounts go, as on a power-off).
+    await A().kill9();
+    const r1 = await B().plugin('VolumeDriver.Mount', { Name: vol, ID: 'b'.repeat(64) });
+    assert.match(String(r1.body.Err), /attached read-write to node a .*If node a is down for good \(powered off\), release its volumes with: ballast node fence a/);
+    const fenced = await waitFor(async () => { const r = await B().cli(['node', 'fence', 'a']); return r.code === 0 ? r : undefined; }, 'the fence of node a to be accepted once its lease expired', (TTL + 5) * 1000, 250);
+    assert.match(fenced.stdout, new RegExp(`released ${vol} from node a \\(epoch 1, 1 reference dropped\\)`));
+    assert.equal(String((await ok(B(), 'Mount', { Name: vol, ID: 'b'.repeat(64) })).Mountpoint), mp);
+    assert.equal((await nsCat(B(), join(mp, 'f'))).stdout, 'fsynced on a\n', 'what node a fsynced is there');
+    const got = (await ok(B(), 'Get', { Name: vol })).Volume as { Status: { attachments: { node: string }[]; epoch: number } };
+    assert.deepEqual([got.Status.epoch, got.Status.attachments.map((h) => h.node)], [1, ['b']]);
+    await A().restart();
+    await ok(B(), 'Unmount', { Name: vol, ID: 'b'.repeat(64) });
+    await ok(B(), 'Remove', { Name: vol });
+  });
+
+  test('a node that comes back while still mounting a volume another node took over leaves that stale mount alone and reports it', async () => {
+    const vol = uniqueName('cl-stale-');
+    await ok(A(), 'Create', { Name: vol, Opts: { backend: 'shared', size: '32M' } });
+    const mp = String((await ok(A(), 'Mount', { Name: vol, ID: 'a'.repeat(64) })).Mountpoint);
+    // Node a hangs (SIGSTOP): its mount stays, its lease expires, the operator fences it.
+    process.kill(A().pid(), 'SIGSTOP');
+    try {
+      await waitFor(async () => (await B().cli(['node', 'fence', 'a'])).code === 0 || undefined, 'the fence of the hung node a', (TTL + 5) * 1000, 250);
+      await ok(B(), 'Mount', { Name: vol, ID: 'b'.repeat(64) });
+      assert.equal((await nsWrite(B(), join(mp, 'g'), 'written on b\n')).code, 0);
+    } finally { process.kill(A().pid(), 'SIGCONT'); }
+    const rep = await A().cli(['repair', '--json']);
+    assert.equal(rep.code, 0, rep.stderr);
+    assert.ok(await mountedIn(A(), mp), 'node a did not unmount (that would write to storage node b owns)');
+    const doc = JSON.parse((await A().cli(['doctor', '--json'])).stdout) as { checks: { name: string; ok: boolean; detail: string }[] };
+    const st = doc.checks.find((c) => c.name === 'stale mounts');
+    assert.ok(st && !st.ok, 'doctor on node a reports the stale mount');
+    assert.match(st!.detail, new RegExp(`${vol}: mounted on this node, but held by node b \\(rw since \\S+\\) at epoch 1`));
+    await ok(B(), 'Unmount', { Name: vol, ID: 'b'.repeat(64) });
+    const fsck = await run(['e2fsck', '-fn', join(scratch, 'shared-images', `${vol}.img`)]);
+    assert.equal(fsck.code, 0, `clean with node b's writes: ${fsck.stdout}${fsck.stderr}`);
+    // The operator detaches the stale mount on node a by hand, as doctor says.
+    assert.equal((await run(['nsenter', '-t', String(A().pid()), '-m', 'umount', '-l', '--', mp])).code, 0);
+    await ok(B(), 'Remove', { Name: vol });
+  });
+
   test('the node registry: both nodes up; a SIGKILLed node shows down once its lease expired, and up again after a restart', async () => {
     const ls = async (p: BallastProc) => JSON.parse((await p.cli(['node', 'ls', '--json'])).stdout) as { nodes: { name: string; alive: boolean }[]; lease: { held: boolean; ttlSec: number } };
     const state = async () => Object.fromEntries((await ls(A())).nodes.map((n) => [n.name, n.alive]));

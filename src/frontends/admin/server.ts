@@ -12,6 +12,8 @@ export interface AdminDeps {
   readonly repair: () => Promise<unknown>;
   /** The node registry with what each node holds (`ballast node ls`). */
   readonly nodes: () => Promise<unknown>;
+  /** `ballast node fence NODE`. */
+  readonly fence: (node: string) => Promise<unknown>;
 }
 
 const JSON_CT = 'application/json; charset=utf-8';
@@ -43,6 +45,11 @@ export function adminHandler(d: AdminDeps): (req: IncomingMessage, res: ServerRe
     const path = pathOf(req.url);
     let route = routes.get(`${req.method} ${path}`);
     let param: string | undefined;
+    if (!route && req.method === 'POST' && /^\/v1\/nodes\/[^/]+\/fence$/.test(path)) {
+      let node: string;
+      try { node = decodeURIComponent(path.slice(10, -6)); } catch { node = path.slice(10, -6); }
+      route = async () => ok(await d.fence(node));
+    }
     if (!route && path.startsWith('/v1/volumes/') && path.indexOf('/', 12) < 0 && path.length > 12) {
       route = routes.get(`${req.method} /v1/volumes/:name`);
       try { param = decodeURIComponent(path.slice(12)); } catch { param = path.slice(12); }

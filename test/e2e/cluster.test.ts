@@ -93,11 +93,13 @@ describe('cluster harness: 3 nodes, etcd, Swarm', { skip }, () => {
     await waitFor(async () => JSON.parse((await n2.ballast(['volume', 'inspect', svcVol])).stdout)[0].mounts === 0, `n2's Ballast to drop the mount of ${svcVol} after the service went`, 30_000, 200);
   });
 
-  test('a block volume a Swarm task on n3 mounts is a real mount in n3\'s mount namespace only', async () => {
+  test('a shared-block volume made on n1 and used by a Swarm task on n3 is a real mount in n3\'s mount namespace only', async () => {
     const [n1, , n3] = c!.nodes;
+    // shared-block keeps its images in a directory every node sees (shared: true), so n1 creates what n3 mounts.
+    assert.equal(await n1.dockerOk(['volume', 'create', '-d', 'ballast', '-o', 'backend=shared-block', '-o', 'size=64M', blkVol]), blkVol);
     const t0 = Date.now();
     await n1.dockerOk(['service', 'create', '--detach', '--name', 's2',
-      '--mount', `type=volume,source=${blkVol},target=/data,volume-driver=ballast,volume-opt=backend=shared-block,volume-opt=size=64M`,
+      '--mount', `type=volume,source=${blkVol},target=/data,volume-driver=ballast`,
       '--constraint', 'node.hostname==sf-n3', 'busybox:local', 'sh', '-c', 'echo block > /data/f; sync; sleep 3600'], 60_000);
     const state = await waitFor(async () => {
       const first = (await n1.dockerOk(['service', 'ps', 's2', '--format', '{{.Node}} {{.CurrentState}} {{.Error}}', '--no-trunc'])).split('\n')[0] ?? '';

@@ -17,7 +17,7 @@
  *   execs, so the spawned PID is the daemon's own). Every setup step is an argv, never a shell string.
  * - Ballast: `--root <dir>/nI/root`, `--socket /run/docker/plugins/ballast.sock` (driver `ballast`),
  *   `--node nI`, `--docker-host unix://<dir>/nI/docker.sock`, and a config file with backends `local`
- *   and `shared-block` (a block backend whose imageDir is one directory all nodes see) and the etcd
+ *   and `shared-block` (a block backend, `shared: true`, whose imageDir is one directory all nodes see) and the etcd
  *   store (or whatever `opts.config` returns).
  * - stop() tears everything down by PID and name and throws when something was left.
  */
@@ -148,7 +148,7 @@ export interface ClusterOptions {
 export function defaultNodeConfig(n: { sharedImageDir: string; etcdEndpoints: readonly string[] }): Record<string, unknown> {
   return {
     defaultBackend: 'local',
-    backends: { local: { type: 'local' }, 'shared-block': { type: 'block', imageDir: n.sharedImageDir } },
+    backends: { local: { type: 'local' }, 'shared-block': { type: 'block', imageDir: n.sharedImageDir, shared: true } },
     store: { type: 'etcd', endpoints: [...n.etcdEndpoints] },
   };
 }
@@ -556,7 +556,17 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       if (imp.code !== 0) throw new Error(`node ${node.name}: docker import of busybox:local failed: ${imp.stderr.trim()}`);
     })));
     await Promise.all([etcdUp, enginesUp]);
-    const swarmUp = opts.swarm === false ? Promise.resolve() : phase('swarm', async () => {
+    // Ballast first, and its driver activated in every dockerd before the Swarm forms: a node tells the
+    // managers its plugins when it joins, and a plugin activated later shows in its description only with a
+    // later update (~20 s here), during which the scheduler holds tasks with volume-driver=ballast pending.
+    await phase('ballast', () => Promise.all(nodes.map(async (node, i) => {
+      const cfg = (opts.config ?? defaultNodeConfig)({ index: i, name: node.name, root: node.root, sharedImageDir, etcdEndpoints });
+      writeFileSync(node.configFile, JSON.stringify(cfg, null, 2));
+      await launchBallast(i);
+      // dockerd activates a legacy plugin on its first use; Swarm sees its driver only after that.
+      await dockerOk(i, ['volume', 'ls'], 60_000);
+    })));
+    if (opts.swarm !== false) await phase('swarm', async () => {
       await dockerOk(0, ['swarm', 'init', '--advertise-addr', nodes[0].addr, '--listen-addr', `${nodes[0].addr}:2377`], 60_000);
       const role = opts.managers === 'all' ? 'manager' : 'worker';
       const tok = await dockerOk(0, ['swarm', 'join-token', '-q', role], 30_000);
@@ -569,14 +579,13 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
         return ready === n;
       }, `docker node ls on n1 to show ${n} nodes Ready`, 60_000, 250);
     });
-    const ballastUp = phase('ballast', () => Promise.all(nodes.map(async (node, i) => {
-      const cfg = (opts.config ?? defaultNodeConfig)({ index: i, name: node.name, root: node.root, sharedImageDir, etcdEndpoints });
-      writeFileSync(node.configFile, JSON.stringify(cfg, null, 2));
-      await launchBallast(i);
-      // dockerd activates a legacy plugin on its first use; Swarm sees its driver only after that.
-      await dockerOk(i, ['volume', 'ls'], 60_000);
-    })));
-    await Promise.all([swarmUp, ballastUp]);
+    // The Swarm scheduler places a task with volume-driver=ballast only on nodes whose description lists the driver.
+    if (opts.swarm !== false) await phase('swarm sees the plugin', () => waitFor(async () => {
+      const ids = (await dockerOk(0, ['node', 'ls', '-q'], 20_000)).split('\n').filter(Boolean);
+      const out = await dockerOk(0, ['node', 'inspect', '--format', '{{.Description.Hostname}} {{json .Description.Engine.Plugins}}', ...ids], 20_000);
+      const lines = out.split('\n').filter(Boolean);
+      return lines.length === n && lines.every((l) => l.includes('{"Type":"Volume","Name":"ballast"}'));
+    }, `every Swarm node's description to list the ballast volume driver (docker node inspect on n1)`, 60_000, 250));
   } catch (e) {
     await stop().catch((te: Error) => log(`cluster: teardown after a failed start: ${te.message}`));
     throw e;

@@ -119,6 +119,46 @@ describe('cluster harness: 3 nodes, etcd, Swarm', { skip }, () => {
     await waitFor(() => !mounted(n3), `${mp} to be unmounted on n3 after the service went`, 60_000, 200);
   });
 
+  test('the fault controls: kill and restart Ballast, cut and heal a link, kill and restart an etcd member', async () => {
+    const cl = c!;
+    const n3 = cl.nodes[2];
+    const old = n3.pid();
+    await n3.kill9Ballast();
+    assert.equal(n3.pid(), 0);
+    await n3.restartBallast();
+    assert.ok(n3.pid() && n3.pid() !== old, 'a new Ballast pid on n3');
+    assert.equal((await n3.plugin('VolumeDriver.List', {})).status, 200);
+
+    const ping = () => n3.nsExec(['/bin/busybox', 'ping', '-c', '1', '-W', '1', cl.hub.addr], 10_000);
+    assert.equal((await ping()).code, 0, 'n3 reaches the hub');
+    await n3.cutLink();
+    assert.notEqual((await ping()).code, 0, 'n3 does not reach the hub with its link cut');
+    await n3.healLink();
+    await waitFor(async () => (await ping()).code === 0, 'n3 to reach the hub again after healLink', 10_000, 200);
+
+    await cl.killEtcdMember(0);
+    await cl.etcdHealthy(20_000);
+    await cl.startEtcdMember(0);
+    await cl.etcdHealthy(20_000);
+    const members = await cl.etcdctl(['endpoint', 'status', '-w', 'json']);
+    assert.equal(members.code, 0, members.stderr);
+    assert.equal((JSON.parse(members.stdout) as unknown[]).length, 3);
+  });
+
+  // Known not to work yet: the restarted dockerd times out starting its containerd
+  // ("failed to start containerd: timeout waiting for containerd to start"); kept as a todo so it runs and reports.
+  test('kill9Dockerd and restartDockerd: the node comes back Ready', { todo: 'restarted dockerd times out starting containerd in the node namespace' }, async () => {
+    const cl = c!;
+    const n3 = cl.nodes[2];
+    const dpid = n3.dockerdPid();
+    await n3.kill9Dockerd();
+    assert.equal(n3.dockerdPid(), 0);
+    await n3.restartDockerd();
+    assert.ok(n3.dockerdPid() && n3.dockerdPid() !== dpid);
+    await waitFor(async () => (await cl.nodes[0].dockerOk(['node', 'ls', '--format', '{{.Hostname}} {{.Status}}'])).split('\n').includes('sf-n3 Ready'),
+      'sf-n3 to be Ready again after its dockerd restarted', 60_000, 250);
+  });
+
   test('teardown leaves no netns, link, mount or process behind', async () => {
     const cl = c!;
     const pids = [...cl.nodes.flatMap((x) => [x.pid(), x.dockerdPid(), x.holderPid])].filter(Boolean);

@@ -86,6 +86,7 @@ export interface ClusterNode {
   restartBallast(env?: NodeJS.ProcessEnv): Promise<void>;
   /** PID of the node's dockerd (0 when it is not running). */
   dockerdPid(): number;
+  /** SIGKILLs the node's dockerd and its containerd (shims and containers stay, as in a crash of the engine). */
   kill9Dockerd(): Promise<void>;
   /** Starts dockerd again in the node's namespaces (after kill9Dockerd), and waits until it answers. */
   restartDockerd(): Promise<void>;
@@ -165,6 +166,12 @@ const must = async (argv: string[], timeoutMs = 30_000): Promise<string> => {
   return r.stdout.trim();
 };
 const exitedProc = (c: ChildProcess | undefined) => !c || c.exitCode !== null || c.signalCode !== null;
+/** Resolves once node has seen the child exit (so exitCode/signalCode are set), or after timeoutMs. */
+const reaped = (c: ChildProcess | undefined, timeoutMs = 5000) => new Promise<void>((resolve) => {
+  if (exitedProc(c)) { resolve(); return; }
+  const t = setTimeout(resolve, timeoutMs);
+  c!.once('exit', () => { clearTimeout(t); resolve(); });
+});
 function zombieOrGone(pid: number): boolean {
   if (!pidAlive(pid)) return true;
   try { return /\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return true; }
@@ -298,7 +305,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   };
   const stopEtcdMember = async (i: number) => {
     const p = etcd[i].proc;
-    if (p && etcdRunning(i)) await stopPid(p.pid!, 10_000, `etcd ${etcd[i].name}`);
+    if (p && etcdRunning(i)) { await stopPid(p.pid!, 10_000, `etcd ${etcd[i].name}`); await reaped(p); }
   };
 
   // ---- nodes -------------------------------------------------------------------------------------
@@ -395,11 +402,20 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       },
       pid: () => ballastPid(i),
       ballastRunning: () => ballastPid(i) !== 0,
-      async kill9Ballast() { const p = ballastPid(i); if (p) await killAndWait(p, 'SIGKILL', 10_000, `Ballast of ${name}`); },
-      async stopBallast() { const p = ballastPid(i); if (p) await stopPid(p, 40_000, `Ballast of ${name}`); },
+      async kill9Ballast() { const p = ballastPid(i); if (p) { await killAndWait(p, 'SIGKILL', 10_000, `Ballast of ${name}`); await reaped(states[i].ballast); } },
+      async stopBallast() { const p = ballastPid(i); if (p) { await stopPid(p, 40_000, `Ballast of ${name}`); await reaped(states[i].ballast); } },
       async restartBallast(env) { await node.stopBallast(); await launchBallast(i, env); },
       dockerdPid: () => dockerdPid(i),
-      async kill9Dockerd() { const p = dockerdPid(i); if (p) await killAndWait(p, 'SIGKILL', 10_000, `dockerd of ${name}`); },
+      async kill9Dockerd() {
+        const p = dockerdPid(i);
+        if (!p) return;
+        await killAndWait(p, 'SIGKILL', 10_000, `dockerd of ${name}`);
+        await reaped(states[i].dockerd);
+        // Its containerd too (as test/helpers/docker-engine.ts's kill9 does): a restarted dockerd cannot take
+        // over the orphaned one and times out starting its own. The shims and containers stay.
+        const ns = states[i].holderNs;
+        for (const q of ns ? processesOf(ns) : []) if (/^containerd /.test(cmdline(q) + ' ')) await killAndWait(q, 'SIGKILL', 10_000, `containerd of ${name}`);
+      },
       async restartDockerd() { if (dockerdPid(i)) throw new Error(`dockerd of ${name} is still running (pid ${dockerdPid(i)})`); await launchDockerd(i); },
       cutLink: () => ip(['-n', hubNs, 'link', 'set', node.veth, 'down']),
       healLink: () => ip(['-n', hubNs, 'link', 'set', node.veth, 'up']),
@@ -513,7 +529,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   const cluster: Cluster = {
     prefix, dir, nodes, etcdEndpoints, sharedImageDir, timings,
     hub: { netns: hubNs, bridge, addr: HUB_ADDR, exec: hubExec },
-    async killEtcdMember(i) { const p = etcd[i].proc; if (p && etcdRunning(i)) await killAndWait(p.pid!, 'SIGKILL', 5000, `etcd ${etcd[i].name}`); },
+    async killEtcdMember(i) { const p = etcd[i].proc; if (p && etcdRunning(i)) { await killAndWait(p.pid!, 'SIGKILL', 5000, `etcd ${etcd[i].name}`); await reaped(p); } },
     async startEtcdMember(i) { if (etcdRunning(i)) return; launchEtcd(i); await waitEtcdListening(i); },
     async stopAllEtcd() { for (let k = etcd.length - 1; k >= 0; k--) await stopEtcdMember(k); },
     async startAllEtcd() {

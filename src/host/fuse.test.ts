@@ -90,6 +90,17 @@ test('unmount: a dead mount (not connected) is detached lazily; one busy with a 
     assert.ok(!busy.exited(c), 'a busy mount is in use: its client is not touched');
     assert.equal(busy.mounted.size, 1);
   } finally { user.kill('SIGKILL'); busy.done(); }
+  // Busy with no process using it, but the client answers: the kernel holds it (a loop device on one of
+  // its files, released a moment after its own unmount). Still an error: the caller tries again.
+  const kernel = host('busy');
+  try {
+    const c = kernel.client(false);
+    const exec: Exec = (argv, opts) => (argv[0] === 'stat' ? Promise.resolve({ code: 1, stdout: '', stderr: `stat: cannot statx '${argv[argv.length - 1]}': No such file or directory` }) : kernel.exec(argv, opts));
+    await assert.rejects(unmountAndWait(exec, kernel.mounts, kernel.mp, FAST), /target is busy/);
+    await settle();
+    assert.equal(kernel.mounted.size, 1, 'not detached');
+    assert.ok(!kernel.exited(c), 'its client lives');
+  } finally { kernel.done(); }
   // Busy, but nothing of this host works in it: stuck system calls (a stat through a client whose
   // server is away) hold it. It is detached lazily and its client ended, like a hung mount.
   const stuck = host('busy');

@@ -115,6 +115,20 @@ export async function forceDetach(exec: Exec, mounts: MountTable, mountpoint: st
 }
 
 /**
+ * Does the client behind the mount answer? A lookup of a name that exists nowhere (random, so no cache
+ * answers it) must reach the client; "no such file" within the bound is an answer.
+ */
+async function answers(exec: Exec, mountpoint: string, timeoutMs = 1_500): Promise<boolean> {
+  const probe = `${mountpoint}/.ballast-probe-${Math.random().toString(36).slice(2, 10)}`;
+  try {
+    const r = await execBounded(exec, ['stat', '-c', '%i', '--', probe], { timeoutMs, okCodes: [0, 1] });
+    return r.code === 0 || /No such file or directory/.test(r.stderr);
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Processes of this mount namespace whose working directory, root or an open file lies under the
  * mountpoint. Read from /proc links (readlink never enters the mount, so a hung one cannot block it).
  * Processes of other mount namespaces (containers) hold their own copies of the mount, not this one.
@@ -152,12 +166,14 @@ export async function unmountAndWait(exec: Exec, mounts: MountTable, mountpoint:
       const m = (e as Error).message;
       if (/timed out/.test(m) || /not connected/i.test(m)) hung = true;
       else if (/target is busy/i.test(m)) {
-        // Busy because a process here uses it (a shell with its cwd there, an open file): that stays an
-        // error. Busy with no such process: what holds it are system calls stuck in the mount (a stat
-        // through a client whose server is away waits, even when killed, until the client answers):
-        // the mount is hung.
+        // Busy because a process here uses it (a shell with its cwd there, an open file), or the kernel
+        // does (a loop device on a file of it, released a moment after its own unmount): that stays an
+        // error, the caller or the reconciler tries again. Busy with no such process and a client that
+        // does not answer: what holds it are system calls stuck in the mount (a stat through a client
+        // whose server is away waits, even when killed, until the client answers): the mount is hung.
         const users = await openersOf(mountpoint);
         if (users.length > 0) throw new Error(`${m.trim()} (used by pid ${users.join(', ')})`, { cause: e });
+        if (await answers(exec, mountpoint)) throw e;
         hung = true;
       } else if (!/not mounted/i.test(m)) throw e;
     }

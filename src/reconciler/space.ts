@@ -165,7 +165,14 @@ export class SpaceWatcher implements SpaceGate {
 
   published(vol: VolumeRecord): void {
     const w = this.watchedOf(vol);
-    if (w) this.watched.set(vol.name, w);
+    if (!w) return;
+    this.watched.set(vol.name, w);
+    // A first sample of its host filesystem now, so that the next poll already knows how fast free
+    // space falls: a writer that starts at once would otherwise get two poll intervals, not one,
+    // before its rate counts in the headroom.
+    if (!this.fs.has(w.dir)) {
+      try { this.fs.set(w.dir, { level: 'ok', rates: [], lastFree: this.statfs(w.dir).freeBytes, lastAt: this.now() }); } catch { /* the next poll measures it */ }
+    }
   }
 
   unpublished(vol: VolumeRecord): void {

@@ -82,8 +82,9 @@ async function fillHost(file: string, maxBytes = Infinity): Promise<number> {
  * A writer for busybox: makes a random 1 MiB chunk, prints its md5, then writes it `count` times to
  * /data/f<i>, each with conv=fsync, printing "ok <i>" only after dd reported success.
  */
-function writer(count: number): string[] {
-  return ['sh', '-c', `dd if=/dev/urandom of=/tmp/chunk bs=1048576 count=1 2>/dev/null; md5sum /tmp/chunk; i=0; while [ $i -lt ${count} ]; do dd if=/tmp/chunk of=/data/f$i bs=1048576 conv=fsync 2>/dev/null || { echo "fail $i"; break; }; echo "ok $i"; i=$((i+1)); done; echo done`];
+function writer(count: number, pauseUs = 0): string[] {
+  const pause = pauseUs ? ` usleep ${pauseUs};` : '';
+  return ['sh', '-c', `dd if=/dev/urandom of=/tmp/chunk bs=1048576 count=1 2>/dev/null; md5sum /tmp/chunk; i=0; while [ $i -lt ${count} ]; do dd if=/tmp/chunk of=/data/f$i bs=1048576 conv=fsync 2>/dev/null || { echo "fail $i"; break; }; echo "ok $i";${pause} i=$((i+1)); done; echo done`];
 }
 
 /** Every file the writer reported written is on disk with the chunk's content (read in a new container). */
@@ -125,7 +126,11 @@ describe('block volumes on a small host filesystem (e2e)', () => {
         block: { type: 'block', imageDir: join(thickDir, 'images') },
         thin: { type: 'block', imageDir: join(thinDir, 'images') },
       },
-      space: { warnFreePercent: 30, criticalFreePercent: 20, criticalMinMiB: 0, resumeMarginPercent: 5, pollMs: 100 },
+      // The critical level's floor (criticalMinMiB) must cover what a writer puts down in the first poll
+      // interval of a burst, before the watcher has seen its rate (the defaults, 256 MiB and 200 ms, cover
+      // 1.28 GiB/s). The test's writer runs at about 300 MiB/s on this tmpfs, so 100 ms polls need a floor
+      // above 30 MiB: with none, the writer can cross the level and finish between two polls.
+      space: { warnFreePercent: 30, criticalFreePercent: 20, criticalMinMiB: 45, resumeMarginPercent: 5, pollMs: 100 },
     }));
     eng = await startDockerEngine();
     b = await startBallast({ root, configFile: cfg, extraArgs: ['--docker-host', eng.host] });
@@ -203,10 +208,14 @@ describe('block volumes on a small host filesystem (e2e)', () => {
     const total = statfsSync(thinDir).blocks * statfsSync(thinDir).bsize;
     const since = await dmesgLines();
     const w = sc.ctrName('tw');
-    await sc.runDetached(w, t1, writer(80)); // 80 MiB would leave the host below 20 %: it must be stopped
+    // 80 MiB would leave the host below 20 %: it must be stopped. A sustained writer (about 40 MiB/s,
+    // paced so that the watcher's 100 ms polls see its rate; a burst faster than that within one poll is
+    // what criticalMinMiB covers, see the config above).
+    await sc.runDetached(w, t1, writer(80, 25_000));
     const image = v.Status.image as string;
     const loops = await waitFor(async () => { const l = await loopOf(image); return l.length ? l : undefined; }, 'the volume to be mounted');
-    const frozen = await waitFor(async () => { const s = (await sc.inspectVolume(t1)).Status; return s.frozen === true ? s : undefined; }, 'the thin volume to be frozen', 90_000, 100);
+    const frozen = await waitFor(async () => { const s = (await sc.inspectVolume(t1)).Status; return s.frozen === true ? s : undefined; }, 'the thin volume to be frozen', 90_000, 100)
+      .catch(async (err: Error) => { throw new Error(`${err.message}; writer log: ${(await e().docker(['logs', w])).stdout.slice(-600)}; status: ${JSON.stringify((await sc.inspectVolume(t1)).Status)}; host free: ${statfsSync(thinDir).bavail * statfsSync(thinDir).bsize}`); });
     const atFreeze = free(thinDir);
     assert.ok(atFreeze >= 0.1 * total, `writes stopped with ${atFreeze} of ${total} free (not at the brim)`);
     assert.match(String(frozen.hostSpace), /^critical: /);

@@ -5,8 +5,7 @@ import type { Config } from '../config/index.js';
 import { driverName } from '../config/index.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { StoreReserve } from '../store/reserve.js';
-import { EtcdStore } from '../store/etcd.js';
-import { EtcdMembership, LocalMembership, type Membership } from '../cluster/membership.js';
+import { LocalMembership, type Membership } from '../cluster/membership.js';
 import type { MetadataStore } from '../store/types.js';
 import { BackendRegistry } from '../backends/registry.js';
 import { localFactory } from '../backends/local/index.js';
@@ -59,17 +58,22 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   // Space kept for the store's own writes on a full disk (Unmount, journal, ledger); doctor reports its use.
   const sc = config.store;
   const reserve = o.store || sc.type !== 'sqlite' ? undefined : new StoreReserve(config.root);
-  const store = o.store ?? (sc.type === 'etcd'
-    ? await EtcdStore.open({ ...sc, onEvent: (event, detail) => log[event === 'watch-resumed' ? 'info' : 'warn']({ op: 'store', event, outcome: detail }, `cluster store: ${detail}`) })
-    : new SqliteStore(join(config.root, 'ballast.db'), { reserve, node: config.node }));
+  // The etcd client (gRPC) is loaded only in cluster mode: on one host it would cost memory for nothing.
+  // The node registry: in cluster mode a lease in etcd, renewed while this daemon runs and reaches etcd.
+  let store: MetadataStore;
+  let membership: Membership = new LocalMembership(config.node, VERSION);
+  if (o.store) store = o.store;
+  else if (sc.type === 'etcd') {
+    const [{ EtcdStore }, { EtcdMembership }] = await Promise.all([import('../store/etcd.js'), import('../cluster/membership.js')]);
+    const es = await EtcdStore.open({ ...sc, onEvent: (event, detail) => log[event === 'watch-resumed' ? 'info' : 'warn']({ op: 'store', event, outcome: detail }, `cluster store: ${detail}`) });
+    store = es;
+    membership = new EtcdMembership(config.node, es, sc.leaseTtlSec, VERSION, log);
+  } else store = new SqliteStore(join(config.root, 'ballast.db'), { reserve, node: config.node });
   const backends = new BackendRegistry()
     .registerType(localFactory).registerType(blockFactory)
     .registerType(sshfsFactory).registerType(glusterfsFactory).registerType(nfsFactory).registerType(s3Factory)
     .registerType(cephfsFactory).registerType(rbdFactory)
     .instantiate(config.backends, { root: config.root, exec, mounts, log, fault, node: config.node });
-  // The node registry: in cluster mode a lease in etcd, renewed while this daemon runs and reaches etcd.
-  const membership: Membership = store instanceof EtcdStore && sc.type === 'etcd'
-    ? new EtcdMembership(config.node, store, sc.leaseTtlSec, VERSION, log) : new LocalMembership(config.node, VERSION);
   // Cluster mode: the store is shared by every node (etcd), so volumes are attached before they are staged.
   const service = new VolumeService({ store, backends, log, node: config.node, defaultBackend: config.defaultBackend, fault, cluster: config.store.type === 'etcd' });
   // Registers itself as the space gate of backends with thin volumes, before recovery mounts anything.

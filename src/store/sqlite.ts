@@ -128,6 +128,7 @@ export class SqliteStore implements MetadataStore {
       delAtt: db.prepare('DELETE FROM attachments WHERE volume = ?'),
       maxAttRevision: db.prepare('SELECT COALESCE(MAX(revision), 0) FROM attachments').pluck(),
       revisionOf: db.prepare('SELECT revision FROM volumes WHERE name = ?').pluck(),
+      stateOf: db.prepare('SELECT state FROM volumes WHERE name = ?').pluck(),
       del: db.prepare('DELETE FROM volumes WHERE name = ? AND revision = ?'),
       delMounts: db.prepare('DELETE FROM mounts WHERE volume = ?'),
       addMount: db.prepare('INSERT INTO mounts (volume, node, mount_id, count, since) VALUES (?, ?, ?, 1, ?) ON CONFLICT (volume, node, mount_id) DO UPDATE SET count = count + 1'),
@@ -178,7 +179,7 @@ export class SqliteStore implements MetadataStore {
   /** Compare-and-swap on the revision: `WHERE revision = ?` in the UPDATE, so a lost race changes nothing. */
   async updateVolume(rec: VolumeRecord): Promise<VolumeRecord> {
     const row = toRow(rec);
-    const r = this.durable(() => this.q.update.run(row));
+    const r = this.durable(() => this.q.update.run(row), this.needsFsync(rec.name, rec.state));
     if (r.changes !== 1) {
       this.patchSummaries();
       if (this.q.revisionOf.get(rec.name) === undefined) throw new ConflictError(`volume ${rec.name} was removed while this change was made; nothing was changed`);
@@ -220,7 +221,7 @@ export class SqliteStore implements MetadataStore {
     if (next === undefined) return;
     this.summaryCache = { writes: this.volumeWrites, dataVersion: c.dataVersion, list: (next === c.list ? c.list : Object.freeze([...next])) as VolumeSummary[] };
   }
-  async deleteVolume(name: string, revision: number): Promise<void> { this.durable(() => this.deleteTx(name, revision)); }
+  async deleteVolume(name: string, revision: number): Promise<void> { this.durable(() => this.deleteTx(name, revision), this.needsFsync(name, 'deleted')); }
 
   private readonly undoTx = (volume: string, node: string, id: string): { total: number; undo: number } => this.db.transaction(() => {
     const now = new Date().toISOString();
@@ -279,16 +280,31 @@ export class SqliteStore implements MetadataStore {
   private freeOrUndefined(): number | undefined { try { return this.reserve?.freeBytes(); } catch { return undefined; } }
 
   /** A write of a volume record: committed with synchronous=FULL (fsynced: it survives a power loss). */
-  private durable<T>(fn: () => T): T {
-    this.db.exec('PRAGMA synchronous = FULL');
+  private durable<T>(fn: () => T, fsync = true): T {
+    if (fsync) this.db.exec('PRAGMA synchronous = FULL');
     try {
       return this.write(fn);
     } catch (e) {
       this.summaryCache = undefined; // a patch may have run for a write that did not land
       throw e;
     } finally {
-      this.db.exec('PRAGMA synchronous = NORMAL');
+      if (fsync) this.db.exec('PRAGMA synchronous = NORMAL');
     }
+  }
+
+  /**
+   * Whether a record write must survive a power loss. Not the two that end an operation whose start is
+   * durable, because recovery re-derives them: a create's `creating` -> `ready` (lost, the record is
+   * `creating` again and recovery finishes the create: provision is idempotent) and the delete of a
+   * `removing` record (lost, recovery finishes the remove: deprovision of what is gone succeeds). Every
+   * write that starts an operation or changes what a volume is (insert, `removing`, a delete that rolls
+   * back a failed create) is fsynced before the call returns.
+   */
+  private needsFsync(name: string, next: VolumeRecord['state'] | 'deleted'): boolean {
+    const prev = this.q.stateOf.get(name) as string | undefined;
+    if (next === 'ready' && prev === 'creating') return false;
+    if (next === 'deleted' && prev === 'removing') return false;
+    return true;
   }
 
   /**

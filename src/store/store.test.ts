@@ -29,6 +29,22 @@ test('sqlite: ledger and journal commit with synchronous=NORMAL, volume records 
   await s.endOp('n1', await s.beginOp({ volume: 'v', node: 'n1', op: 'unmount', mountId: 'x' }));
   assert.deepEqual(seen, [], 'no switch for ledger and journal writes');
   assert.equal(db.pragma('synchronous', { simple: true }), 1);
+  // A create's record is inserted as `creating` (fsynced above); its `ready` ends the create and is
+  // re-derived by recovery, so it needs no fsync. `removing` starts a remove: fsynced; the delete that
+  // ends it is re-derived too. A delete that rolls back a failed create is fsynced.
+  const c = (await s.insertVolume(rec('c', { state: 'creating' })))!;
+  seen.length = 0;
+  const ready = await s.updateVolume({ ...c, state: 'ready' });
+  assert.deepEqual(seen, [], 'creating -> ready: no fsync');
+  const removing = await s.updateVolume({ ...ready, state: 'removing' });
+  assert.deepEqual(seen, [2, 1], 'ready -> removing: fsynced');
+  seen.length = 0;
+  await s.deleteVolume('c', removing.revision);
+  assert.deepEqual(seen, [], 'the delete of a removing record: no fsync');
+  const failed = (await s.insertVolume(rec('f', { state: 'creating' })))!;
+  seen.length = 0;
+  await s.deleteVolume('f', failed.revision);
+  assert.deepEqual(seen, [2, 1], 'the rollback of a failed create: fsynced');
   await s.close();
 });
 

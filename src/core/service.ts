@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { MetadataStore } from '../store/types.js';
 import type { BackendRegistry } from '../backends/registry.js';
 import { stageAtMountpoint, unstageAtMountpoint } from '../backends/node-ops.js';
-import type { VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
+import type { AttachmentSet, VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
 import { AbortedError, BallastError, BusyError, ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
 import { checkAccess, type AccessMode, type Backend } from '../backends/types.js';
 import { assertPlainString, formatSize, validateMountId, validateVolumeName } from './validate.js';
@@ -231,27 +231,37 @@ export class VolumeService {
     if (rec.home && rec.home !== this.d.node) {
       throw new FailedPreconditionError(`volume ${rec.name} lives on node ${rec.home} (backend ${rec.backend} keeps its data on that node's own disk), so it cannot be mounted on node ${this.d.node}; run its containers on ${rec.home}, e.g. docker service create --constraint node.hostname==<hostname of ${rec.home}> ..., or use a backend on shared storage`);
     }
-    for (let i = 0; i < ATTACH_RETRIES; i++) {
-      const set = await this.d.store.getAttachments(rec.name);
+    const written = await this.changeAttachments(rec.name, (set) => {
       const mine = set.holders.find((h) => h.node === this.d.node);
-      if (mine && (mine.mode === 'rw' || mode === 'ro')) return false;
+      if (mine && (mine.mode === 'rw' || mode === 'ro')) return undefined;
       const decision = checkAccess(rec.name, backend, { node: this.d.node, mode }, set.holders);
       if (!decision.allowed) {
         const others = [...new Set(set.holders.filter((h) => h.node !== this.d.node).map((h) => h.node))];
         throw new FailedPreconditionError(`${decision.reason}. If ${others.length > 1 ? 'those nodes are' : `node ${others[0]} is`} down for good (powered off), release ${others.length > 1 ? 'their' : 'its'} volumes with: ${others.map((n) => `ballast node fence ${n}`).join('; ')}`);
       }
+      return { ...set, holders: [...set.holders.filter((h) => h.node !== this.d.node), { node: this.d.node, mode, since: this.now().toISOString() }] };
+    }, `could not be attached to node ${this.d.node}`, 'retry');
+    if (written) this.d.log.info({ op: 'attach', volume: rec.name, node: this.d.node, mode, epoch: written.epoch, outcome: 'ok' }, 'attach');
+    return !!written;
+  }
+
+  /**
+   * One change of a volume's attachments: read them, let `next` decide (the set to write, undefined for
+   * nothing to write, or a throw), and write with a compare-and-swap on their revision. A lost race
+   * (another node changed them in between) reads and decides again, a bounded number of times; then
+   * an AbortedError says the volume `failed` and what to do (`then`). Returns the set written, if any.
+   */
+  private async changeAttachments(volume: string, next: (set: AttachmentSet) => AttachmentSet | undefined, failed: string, then: string): Promise<AttachmentSet | undefined> {
+    for (let i = 0; i < ATTACH_RETRIES; i++) {
+      const want = next(await this.d.store.getAttachments(volume));
+      if (!want) return undefined;
       try {
-        await this.d.store.putAttachments({
-          ...set, holders: [...set.holders.filter((h) => h.node !== this.d.node), { node: this.d.node, mode, since: this.now().toISOString() }],
-        });
-        this.d.log.info({ op: 'attach', volume: rec.name, node: this.d.node, mode, epoch: set.epoch, outcome: 'ok' }, 'attach');
-        return true;
+        return await this.d.store.putAttachments(want);
       } catch (e) {
         if ((e as BallastError).code !== 'Conflict') throw e;
-        // Another node changed the attachments in between: read again and decide again.
       }
     }
-    throw new AbortedError(`volume ${rec.name} could not be attached to node ${this.d.node}: its attachments kept changing under concurrent operations from other nodes; retry`);
+    throw new AbortedError(`volume ${volume} ${failed}: its attachments kept changing under concurrent operations from other nodes; ${then}`);
   }
 
   /**
@@ -298,16 +308,9 @@ export class VolumeService {
     const out: { volume: string; epoch: number; referencesDropped: number }[] = [];
     for (const rec of await this.d.store.listVolumes()) {
       await this.lock.run(rec.name, async () => {
-        let epoch = -1;
-        for (let i = 0; i < ATTACH_RETRIES && epoch < 0; i++) {
-          const set = await this.d.store.getAttachments(rec.name);
-          if (!set.holders.some((h) => h.node === node)) break;
-          try {
-            epoch = (await this.d.store.putAttachments({ ...set, epoch: set.epoch + 1, holders: set.holders.filter((h) => h.node !== node) })).epoch;
-          } catch (e) {
-            if ((e as BallastError).code !== 'Conflict') throw e;
-          }
-        }
+        const written = await this.changeAttachments(rec.name, (set) => (set.holders.some((h) => h.node === node)
+          ? { ...set, epoch: set.epoch + 1, holders: set.holders.filter((h) => h.node !== node) } : undefined), `could not be released from node ${node}`, `run ballast node fence ${node} again`);
+        const epoch = written ? written.epoch : -1;
         let dropped = 0;
         for (const r of (await this.d.store.mounts(rec.name)).filter((m) => m.node === node)) {
           for (let k = 0; k < r.count; k++) if ((await this.d.store.removeMount(rec.name, node, r.id)).removed) dropped++;
@@ -340,18 +343,9 @@ export class VolumeService {
 
   /** This node lets go of the volume (its last reference is gone and nothing is staged here). */
   private async releaseHere(volume: string): Promise<void> {
-    for (let i = 0; i < ATTACH_RETRIES; i++) {
-      const set = await this.d.store.getAttachments(volume);
-      if (!set.holders.some((h) => h.node === this.d.node)) return;
-      try {
-        await this.d.store.putAttachments({ ...set, holders: set.holders.filter((h) => h.node !== this.d.node) });
-        this.d.log.info({ op: 'detach', volume, node: this.d.node, epoch: set.epoch, outcome: 'ok' }, 'detach');
-        return;
-      } catch (e) {
-        if ((e as BallastError).code !== 'Conflict') throw e;
-      }
-    }
-    throw new AbortedError(`volume ${volume} could not be released by node ${this.d.node}: its attachments kept changing under concurrent operations from other nodes; the reconciler tries again`);
+    const written = await this.changeAttachments(volume, (set) => (set.holders.some((h) => h.node === this.d.node)
+      ? { ...set, holders: set.holders.filter((h) => h.node !== this.d.node) } : undefined), `could not be released by node ${this.d.node}`, 'the reconciler tries again');
+    if (written) this.d.log.info({ op: 'detach', volume, node: this.d.node, epoch: written.epoch, outcome: 'ok' }, 'detach');
   }
 
   /**

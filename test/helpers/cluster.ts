@@ -22,11 +22,12 @@
  * - stop() tears everything down by PID and name and throws when something was left.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { unixRequest } from '../../src/host/unix-http.js';
 import { BIN, NODE_FLAGS } from './ballast.js';
+import { busyboxTar } from './docker-engine.js';
 import { findAndCleanLeftovers, loopsUnder, mountsUnder } from './leftovers.js';
 import { pidAlive, run, sleep, waitFor, type RunResult } from './proc.js';
 
@@ -160,11 +161,6 @@ const ip = async (args: string[]) => {
   const r = await run(['ip', ...args], { timeoutMs: 15_000 });
   if (r.code !== 0) throw new Error(`ip ${args.join(' ')} failed (${r.code}): ${r.stderr.trim()}`);
 };
-const must = async (argv: string[], timeoutMs = 30_000): Promise<string> => {
-  const r = await run(argv, { timeoutMs });
-  if (r.code !== 0) throw new Error(`${argv.join(' ')} failed (${r.code}): ${(r.stderr || r.stdout).trim()}`);
-  return r.stdout.trim();
-};
 const exitedProc = (c: ChildProcess | undefined) => !c || c.exitCode !== null || c.signalCode !== null;
 /** Resolves once node has seen the child exit (so exitCode/signalCode are set), or after timeoutMs. */
 const reaped = (c: ChildProcess | undefined, timeoutMs = 5000) => new Promise<void>((resolve) => {
@@ -211,27 +207,6 @@ function listeningIn(pid: number, addr: string, port: number): boolean {
   const hexAddr = addr.split('.').map(Number).reverse().map((b) => b.toString(16).toUpperCase().padStart(2, '0')).join('');
   const want = `${hexAddr}:${port.toString(16).toUpperCase().padStart(4, '0')}`;
   return text.split('\n').slice(1).some((l) => { const c = l.trim().split(/\s+/); return c[1] === want && c[3] === '0A'; });
-}
-
-async function busyboxTar(): Promise<Buffer> {
-  const r = mkdtempSync(join('/var/tmp', 'ballast-busybox-'));
-  try {
-    mkdirSync(join(r, 'bin'));
-    copyFileSync('/bin/busybox', join(r, 'bin', 'busybox'));
-    chmodSync(join(r, 'bin', 'busybox'), 0o755);
-    chmodSync(r, 0o755);
-    const list = await run(['/bin/busybox', '--list'], { timeoutMs: 10_000 });
-    for (const a of list.stdout.split('\n').map((s) => s.trim()).filter((s) => s && s !== 'busybox')) symlinkSync('busybox', join(r, 'bin', a));
-    mkdirSync(join(r, 'tmp')); mkdirSync(join(r, 'data'));
-    return await new Promise<Buffer>((resolve, reject) => {
-      const c = spawn('tar', ['-C', r, '-c', '.'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      const chunks: Buffer[] = [];
-      c.stdout.on('data', (b: Buffer) => chunks.push(b));
-      const t = setTimeout(() => c.kill('SIGKILL'), 60_000);
-      c.on('error', reject);
-      c.on('close', (code) => { clearTimeout(t); if (code === 0) resolve(Buffer.concat(chunks)); else reject(new Error(`tar of the busybox root exited ${code}`)); });
-    });
-  } finally { rmSync(r, { recursive: true, force: true }); }
 }
 
 export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {

@@ -116,6 +116,15 @@ async function killContainerdOf(dir: string): Promise<void> {
 async function importBusybox(host: string): Promise<void> {
   const has = await run([DOCKER, '-H', host, 'image', 'inspect', 'busybox:local'], { timeoutMs: 30_000 });
   if (has.code === 0) return;
+  const imp = await run([DOCKER, '-H', host, 'import', '-', 'busybox:local'], { input: await busyboxTar(), timeoutMs: 120_000 });
+  if (imp.code !== 0) throw new Error(`docker import failed: ${imp.stderr}`);
+}
+
+/**
+ * The root of the `busybox:local` image as a tar stream: Debian's busybox-static with a link per applet,
+ * and empty /tmp and /data. What `docker import - busybox:local` takes (nothing is pulled).
+ */
+export async function busyboxTar(): Promise<Buffer> {
   const r = mkdtempSync(join(tmpdir(), 'busybox-root-'));
   try {
     mkdirSync(join(r, 'bin'));
@@ -125,9 +134,7 @@ async function importBusybox(host: string): Promise<void> {
     const list = await run(['/bin/busybox', '--list'], { timeoutMs: 10_000 });
     for (const a of list.stdout.split('\n').map((s) => s.trim()).filter((s) => s && s !== 'busybox')) symlinkSync('busybox', join(r, 'bin', a));
     mkdirSync(join(r, 'tmp')); mkdirSync(join(r, 'data'));
-    const tarBuf = await tarBytes(r);
-    const imp = await run([DOCKER, '-H', host, 'import', '-', 'busybox:local'], { input: tarBuf, timeoutMs: 120_000 });
-    if (imp.code !== 0) throw new Error(`docker import failed: ${imp.stderr}`);
+    return await tarBytes(r);
   } finally { rmSync(r, { recursive: true, force: true }); }
 }
 

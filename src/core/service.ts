@@ -84,7 +84,7 @@ export class VolumeService {
       // insert run one create of the backend at a time: two creates racing past the check cannot both
       // count on the same free space. (A "\0" never occurs in a volume name, so the keys cannot clash.)
       const rec = await this.lock.run(`\0backend ${backendName}`, async () => {
-        if (backend.checkCreate) await backend.checkCreate(spec, (await this.d.store.listVolumes()).filter((r) => r.backend === backendName && r.state !== 'damaged'));
+        if (backend.checkCreate) await backend.checkCreate(spec, (await this.d.store.listVolumes(backendName)).filter((r) => r.state !== 'damaged'));
         return this.d.store.insertVolume({
           name: vname, backend: backendName, spec, mountpoint: placement.mountpoint,
           createdAt: this.now().toISOString(), state: 'creating', details: { ...placement.details },

@@ -32,9 +32,14 @@ export function runStoreContract(kind: string, make: () => Promise<MetadataStore
       assert.equal(got?.backend, 'local', 'the refused insert changed nothing');
       assert.equal(got?.revision, a.revision);
       assert.deepEqual((await s.listVolumes()).map((v) => v.name), ['a', 'b']);
+      await s.insertVolume(rec('c', { backend: 'other' }));
+      assert.deepEqual((await s.listVolumes('other')).map((v) => v.name), ['c'], 'one backend\'s records');
+      assert.deepEqual((await s.listVolumes('local')).map((v) => v.name), ['a', 'b']);
+      assert.deepEqual(await s.listVolumes('none'), []);
       assert.deepEqual(await s.listSummaries(), [
         { name: 'a', mountpoint: '/x/a', createdAt: '2026-01-01T00:00:00.000Z' },
         { name: 'b', mountpoint: '/x/b', createdAt: '2026-01-01T00:00:00.000Z' },
+        { name: 'c', mountpoint: '/x/c', createdAt: '2026-01-01T00:00:00.000Z' },
       ]);
       assert.equal(await s.getVolume('zzz'), undefined);
     }));

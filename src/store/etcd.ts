@@ -187,10 +187,10 @@ export class EtcdStore implements MetadataStore {
     this.assertFresh(`read volume ${name}`);
     return this.volumes.get(name)?.rec;
   }
-  async listVolumes(): Promise<VolumeRecord[]> {
+  async listVolumes(backend?: string): Promise<VolumeRecord[]> {
     this.assertFresh('list the volumes');
     if (!this.records) this.records = Object.freeze([...this.volumes.values()].map((v) => v.rec).sort(byName)) as VolumeRecord[];
-    return this.records.slice();
+    return backend === undefined ? this.records.slice() : this.records.filter((r) => r.backend === backend);
   }
   /**
    * The same frozen array while no record changed what List shows (the plugin frontend reuses its

@@ -13,7 +13,7 @@ export class MemoryStore implements MetadataStore {
   private revision = 0;
 
   async getVolume(name: string) { const v = this.volumes.get(name); return v && structuredClone(v); }
-  async listVolumes() { return [...this.volumes.values()].sort(byName).map((v) => structuredClone(v)); }
+  async listVolumes(backend?: string) { return [...this.volumes.values()].filter((v) => backend === undefined || v.backend === backend).sort(byName).map((v) => structuredClone(v)); }
   async listSummaries(): Promise<VolumeSummary[]> {
     return [...this.volumes.values()].sort(byName).map((v) => ({ name: v.name, mountpoint: v.mountpoint, createdAt: v.createdAt }));
   }

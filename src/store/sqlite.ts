@@ -118,6 +118,7 @@ export class SqliteStore implements MetadataStore {
     this.q = {
       get: db.prepare('SELECT * FROM volumes WHERE name = ?'),
       list: db.prepare('SELECT * FROM volumes ORDER BY name'),
+      listOf: db.prepare('SELECT * FROM volumes WHERE backend = ? ORDER BY name'),
       summaries: db.prepare('SELECT name, mountpoint, created_at FROM volumes ORDER BY name').raw(true),
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
       insert: db.prepare('INSERT OR IGNORE INTO volumes (name, backend, spec, mountpoint, created_at, state, details, revision, home) VALUES (@name, @backend, @spec, @mountpoint, @created_at, @state, @details, 1, @home)'),
@@ -148,8 +149,9 @@ export class SqliteStore implements MetadataStore {
     const row = this.q.get.get(name) as VolumeRow | undefined;
     return row && fromRow(row);
   }
-  async listVolumes(): Promise<VolumeRecord[]> {
-    return (this.q.list.all() as VolumeRow[]).map(fromRow);
+  /** With `backend`, SQLite selects the rows: only that backend's records are decoded. */
+  async listVolumes(backend?: string): Promise<VolumeRecord[]> {
+    return ((backend === undefined ? this.q.list.all() : this.q.listOf.all(backend)) as VolumeRow[]).map(fromRow);
   }
   /**
    * dockerd calls List often, and with 10,000 volumes decoding the rows is most of its cost, while

@@ -16,7 +16,8 @@ import { ConflictError } from '../core/errors.js';
  */
 export interface MetadataStore {
   getVolume(name: string): Promise<VolumeRecord | undefined>;
-  listVolumes(): Promise<VolumeRecord[]>;
+  /** Every record, by name; with `backend`, only that backend instance's (a create's space check reads them). */
+  listVolumes(backend?: string): Promise<VolumeRecord[]>;
   listSummaries(): Promise<VolumeSummary[]>;
   /** Inserts a new record; returns it with its first revision, or undefined (nothing changed) when the name exists. */
   insertVolume(rec: NewVolumeRecord): Promise<VolumeRecord | undefined>;

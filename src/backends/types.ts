@@ -246,6 +246,34 @@ export function canAttach(b: Backend): b is Backend & Attacher {
   return typeof (b as Partial<Attacher>).attach === 'function' && typeof (b as Partial<Attacher>).detach === 'function';
 }
 
+/**
+ * Optional ability, cluster mode: cut a node off a volume at the storage itself, so that none of its
+ * writes reach the storage any more, even if the node is alive and comes back (an OSD blocklist entry
+ * for its RBD client). Only a backend that can do this is ever taken over automatically from a node
+ * whose lease expired; for the others an operator's `ballast node fence` is the only way.
+ * - claim: after a read-write stage on this node, what identifies this node's client(s) of the volume at
+ *   the storage (e.g. `{ clients: "10.99.0.11:0/1390865666" }`); the service stores it in the node's
+ *   attachment before Mount answers, so a later fence from another node knows whom to cut off.
+ * - fence: from another node, cut off `holder` (a node whose lease expired, or that an operator
+ *   fenced): its claimed clients, and every client of the volume at the storage that does not belong to
+ *   a node in `keep` (what a crash left unclaimed). Resolves only once the storage confirmed it; then
+ *   nothing the old holder writes reaches the volume. Idempotent. Returns a sentence for the log.
+ */
+export interface Fencer {
+  claim(vol: VolumeRecord, stagingPath: string): Promise<Readonly<Record<string, string>> | undefined>;
+  fence(vol: VolumeRecord, holder: { readonly node: string; readonly claim?: Readonly<Record<string, string>> }, keep: readonly { readonly node: string; readonly claim?: Readonly<Record<string, string>> }[]): Promise<string>;
+  /**
+   * On the node that was fenced (it sees a newer epoch): tear the stale staging down without writing to
+   * the storage (the old client is cut off anyway): a lazy detach of the filesystem and the end of the
+   * client, never a flush. Not staged is success.
+   */
+  unstageFenced(vol: VolumeRecord, stagingPath: string): Promise<void>;
+}
+
+export function canFence(b: Backend): b is Backend & Fencer {
+  return typeof (b as Partial<Fencer>).fence === 'function' && typeof (b as Partial<Fencer>).claim === 'function';
+}
+
 /** How provision is called: `resumed` when finishing a create that a crash or a failure interrupted. */
 export interface ProvisionContext { readonly resumed: boolean }
 

@@ -80,6 +80,11 @@ export interface Attachment {
   readonly mode: 'rw' | 'ro';
   /** RFC 3339. */
   readonly since: string;
+  /**
+   * What the node's stage left at the storage for a later fence (the backend's Fencer.claim: e.g. the
+   * rbd-fuse client addresses Ceph knows it by). Never a secret: it is stored in the cluster store.
+   */
+  readonly claim?: Readonly<Record<string, string>>;
 }
 
 /**

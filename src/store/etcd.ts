@@ -823,7 +823,7 @@ function encodeVolume(rec: NewVolumeRecord, w: string): string {
 function decodeAttachments(volume: string, value: string, revision: number): AttachmentSet {
   let o: { epoch?: unknown; holders?: unknown } = {};
   try { o = JSON.parse(value); } catch { /* below */ }
-  const holders = Array.isArray(o.holders) ? (o.holders as Attachment[]).map((h) => ({ node: String(h.node), mode: h.mode === 'ro' ? 'ro' as const : 'rw' as const, since: String(h.since) })) : [];
+  const holders = Array.isArray(o.holders) ? (o.holders as Attachment[]).map((h) => ({ node: String(h.node), mode: h.mode === 'ro' ? 'ro' as const : 'rw' as const, since: String(h.since), ...(claimOf(h.claim) ? { claim: claimOf(h.claim)! } : {}) })) : [];
   return deepFreeze({ volume, epoch: Number(o.epoch) || 0, holders, revision });
 }
 
@@ -937,3 +937,11 @@ function stopStream(stream: { cancel(): void; end(): void }): void {
 
 function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)); }
 function fmtSec(ms: number): string { return `${Math.round(ms / 100) / 10} s`; }
+
+/** A holder's stored claim: a map of strings, or nothing (anything else in the stored JSON is dropped). */
+function claimOf(v: unknown): Record<string, string> | undefined {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const out: Record<string, string> = {};
+  for (const [k, x] of Object.entries(v as Record<string, unknown>)) if (typeof x === 'string') out[k] = x;
+  return Object.keys(out).length ? out : undefined;
+}

@@ -15,10 +15,14 @@
  *   fresh sysfs of the node's netns with the host's cgroup hierarchies moved back under it; the
  *   hostname is `sf-nI`. dockerd and the Ballast daemon run there (nsenter -t <holder> -m -n -u, which
  *   execs, so the spawned PID is the daemon's own). Every setup step is an argv, never a shell string.
+ * - Ceph (`ceph: true`): a one-node Ceph (test/servers/ceph.ts: mon, mgr, osd, mds; no radosgw) whose
+ *   daemons bind 10.99.0.1 inside the hub netns (shared/recipes/ceph-up-addr.sh), so every node reaches it
+ *   and the host does not: its clients (`cluster.ceph.exec`, the nodes' rbd-fuse and ceph-fuse) run in the
+ *   hub or a node netns. It comes up in parallel with etcd, the dockerds, Ballast and the Swarm.
  * - Ballast: `--root <dir>/nI/root`, `--socket /run/docker/plugins/ballast.sock` (driver `ballast`),
  *   `--node nI`, `--docker-host unix://<dir>/nI/docker.sock`, and a config file with backends `local`
- *   and `shared-block` (a block backend, `shared: true`, whose imageDir is one directory all nodes see) and the etcd
- *   store (or whatever `opts.config` returns).
+ *   and `shared-block` (a block backend, `shared: true`, whose imageDir is one directory all nodes see),
+ *   with Ceph also `rbd` and `cephfs`, and the etcd store (or whatever `opts.config` returns).
  * - stop() tears everything down by PID and name and throws when something was left.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -28,6 +32,7 @@ import { randomBytes } from 'node:crypto';
 import { unixRequest } from '../../src/host/unix-http.js';
 import { BIN, NODE_FLAGS } from './ballast.js';
 import { busyboxTar } from './docker-engine.js';
+import { startCeph, type CephCluster } from '../servers/ceph.js';
 import { findAndCleanLeftovers, loopsUnder, mountsUnder } from './leftovers.js';
 import { pidAlive, run, sleep, waitFor, type RunResult } from './proc.js';
 
@@ -89,7 +94,10 @@ export interface ClusterNode {
   dockerdPid(): number;
   /** SIGKILLs the node's dockerd and its containerd (shims and containers stay, as in a crash of the engine). */
   kill9Dockerd(): Promise<void>;
-  /** Starts dockerd again in the node's namespaces (after kill9Dockerd), and waits until it answers. */
+  /**
+   * Starts dockerd again in the node's namespaces (after kill9Dockerd), waits until it answers and activates
+   * the Ballast driver in it. Without live-restore it stops the containers the old one left running.
+   */
   restartDockerd(): Promise<void>;
   /** Sets the node's veth in the hub down / up (a network partition of this node). */
   cutLink(): Promise<void>;
@@ -110,6 +118,11 @@ export interface Cluster {
   readonly etcdEndpoints: readonly string[];
   /** The directory every node's `shared-block` backend keeps its images in. */
   readonly sharedImageDir: string;
+  /**
+   * The cluster's Ceph (with `ceph: true`): conf and keyring paths (the same on every node), `exec(argv)`
+   * and `tool('ceph' | 'rbd', args)` run in the hub netns, where the daemons listen on 10.99.0.1.
+   */
+  readonly ceph?: CephCluster;
   readonly hub: { readonly netns: string; readonly bridge: string; readonly addr: string; exec(argv: string[], timeoutMs?: number): Promise<RunResult> };
   /** Milliseconds each bring-up phase took (and `total`). */
   readonly timings: Readonly<Record<string, number>>;
@@ -136,8 +149,14 @@ export interface ClusterOptions {
   managers?: 1 | 'all';
   /** Set up the Swarm (default true). */
   swarm?: boolean;
-  /** The Ballast config file of node i; default: backends local + shared-block, the etcd store. */
-  config?: (node: { index: number; name: string; root: string; sharedImageDir: string; etcdEndpoints: readonly string[] }) => Record<string, unknown>;
+  /** Extra arguments of `docker swarm init` on n1, e.g. ['--dispatcher-heartbeat', '1s'] so Swarm sees a dead node within seconds. */
+  swarmInitArgs?: readonly string[];
+  /** Start a one-node Ceph in the hub netns on 10.99.0.1 (default false); the nodes get backends rbd and cephfs. */
+  ceph?: boolean;
+  /** Size of the Ceph OSD's sparse file (default 4 GiB). */
+  cephOsdSizeGiB?: number;
+  /** The Ballast config file of node i; default: defaultNodeConfig. */
+  config?: (node: NodeConfigInput & { index: number; name: string; root: string }) => Record<string, unknown>;
   /** Extra environment for the Ballast daemons. */
   env?: NodeJS.ProcessEnv;
   /** Ballast --log-level (default debug). */
@@ -146,13 +165,25 @@ export interface ClusterOptions {
   log?: (line: string) => void;
 }
 
-/** The default Ballast config of a cluster node. */
-export function defaultNodeConfig(n: { sharedImageDir: string; etcdEndpoints: readonly string[] }): Record<string, unknown> {
-  return {
-    defaultBackend: 'local',
-    backends: { local: { type: 'local' }, 'shared-block': { type: 'block', imageDir: n.sharedImageDir, shared: true } },
-    store: { type: 'etcd', endpoints: [...n.etcdEndpoints] },
-  };
+export interface NodeConfigInput {
+  sharedImageDir: string;
+  etcdEndpoints: readonly string[];
+  /** The cluster's Ceph client files, when it has a Ceph. */
+  ceph?: { conf: string; keyring: string };
+}
+
+/**
+ * The default Ballast config of a cluster node: backends `local` (the default) and `shared-block`; with
+ * a Ceph also `rbd` (pool rbd) and `cephfs` (fs cephfs); the etcd store.
+ */
+export function defaultNodeConfig(n: NodeConfigInput): Record<string, unknown> {
+  const backends: Record<string, unknown> = { local: { type: 'local' }, 'shared-block': { type: 'block', imageDir: n.sharedImageDir, shared: true } };
+  if (n.ceph) {
+    const client = { conf: n.ceph.conf, keyring: n.ceph.keyring, timeoutSec: 30 };
+    backends.rbd = { type: 'rbd', ...client, pool: 'rbd' };
+    backends.cephfs = { type: 'cephfs', ...client, fs: 'cephfs' };
+  }
+  return { defaultBackend: 'local', backends, store: { type: 'etcd', endpoints: [...n.etcdEndpoints] } };
 }
 
 interface EtcdDef { name: string; clientUrl: string; peerUrl: string; clientPort: number; peerPort: number; proc?: ChildProcess; started: boolean }
@@ -245,6 +276,10 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   }
   const states: NodeState[] = Array.from({ length: n }, () => ({}));
   const nodes: ClusterNode[] = [];
+  // Ceph: its start (settled or not) and, once up, the cluster; its client files as soon as they are written.
+  let cephUp: Promise<void> | undefined;
+  let ceph: CephCluster | undefined;
+  let cephFiles: { conf: string; keyring: string } | undefined;
 
   const hubExec = (argv: string[], timeoutMs = 60_000) => run(['nsenter', `--net=/run/netns/${hubNs}`, ...argv], { timeoutMs });
 
@@ -391,7 +426,21 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
         const ns = states[i].holderNs;
         for (const q of ns ? processesOf(ns) : []) if (/^containerd /.test(cmdline(q) + ' ')) await killAndWait(q, 'SIGKILL', 10_000, `containerd of ${name}`);
       },
-      async restartDockerd() { if (dockerdPid(i)) throw new Error(`dockerd of ${name} is still running (pid ${dockerdPid(i)})`); await launchDockerd(i); },
+      async restartDockerd() {
+        if (dockerdPid(i)) throw new Error(`dockerd of ${name} is still running (pid ${dockerdPid(i)})`);
+        // dockerd reuses the containerd named in its pidfile when kill(pid, 0) succeeds, which it does for a
+        // zombie: the killed containerd was reparented to PID 1 (not this process), which may reap it late. The
+        // new dockerd then says "containerd is still running", dials the dead socket and gives up after 60 s
+        // ("timeout waiting for containerd to start"). So a pidfile naming a dead or zombie process goes first.
+        for (const f of [join(d, 'rundocker', 'containerd', 'containerd.pid'), join(d, 'dockerd.pid')]) {
+          let pid = 0;
+          try { pid = Number(readFileSync(f, 'utf8').trim()); } catch { continue; }
+          if (!pid || zombieOrGone(pid)) rmSync(f, { force: true });
+        }
+        await launchDockerd(i);
+        // Activate the Ballast driver again (dockerd does on first use), so the node's Swarm description lists it.
+        if (ballastPid(i)) await dockerOk(i, ['volume', 'ls'], 60_000);
+      },
       cutLink: () => ip(['-n', hubNs, 'link', 'set', node.veth, 'down']),
       healLink: () => ip(['-n', hubNs, 'link', 'set', node.veth, 'up']),
       nsExec: (argv, t) => nsExec(i, argv, t),
@@ -444,10 +493,16 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       });
     }
     // 3. What Ballast left mounted, attached or running: in each node's mount namespace (read through its
-    //    holder while it lives), on the host, loop devices, FUSE clients.
+    //    holder while it lives), on the host, loop devices, FUSE clients (rbd-fuse, ceph-fuse).
     const ballastRoots = [...nodes.map((x) => x.root), sharedImageDir];
     await step('leftover check', async () => {
       problems.push(...await findAndCleanLeftovers(ballastRoots, nodes.map((_, i) => holderPid(i)).filter(Boolean)));
+    });
+    // Ceph (its volumes are gone and no client is left): by PID, while the daemons below stop. A start still
+    // running (a bring-up that failed elsewhere) is waited for first; its own bounds end it.
+    const cephStopped = step('ceph stop', async () => {
+      if (cephUp) await cephUp.catch(() => undefined);
+      if (ceph) await ceph.stop();
     });
     // 4. Daemons: Ballast, dockerd (which stops containerd), then whatever else lives in a node's mount namespace.
     await Promise.all(nodes.map(async (node, i) => {
@@ -472,6 +527,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     }
     // 5. etcd, followers first.
     for (let k = etcd.length - 1; k >= 0; k--) await step(`etcd ${etcd[k].name} stop`, () => stopEtcdMember(k));
+    await cephStopped;
     // 6. Network namespaces (a node's veth goes with its netns, the bridge with the hub's).
     for (const ns of [...madeNetns].reverse()) await step(`ip netns del ${ns}`, () => ip(['netns', 'del', ns]));
     // 7. Check the host: netns, links, mounts, loop devices and processes that name the cluster's directory.
@@ -503,6 +559,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
 
   const cluster: Cluster = {
     prefix, dir, nodes, etcdEndpoints, sharedImageDir, timings,
+    get ceph() { return ceph; },
     hub: { netns: hubNs, bridge, addr: HUB_ADDR, exec: hubExec },
     async killEtcdMember(i) { const p = etcd[i].proc; if (p && etcdRunning(i)) { await killAndWait(p.pid!, 'SIGKILL', 5000, `etcd ${etcd[i].name}`); await reaped(p); } },
     async startEtcdMember(i) { if (etcdRunning(i)) return; launchEtcd(i); await waitEtcdListening(i); },
@@ -535,6 +592,19 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     });
     const tarP = busyboxTar();
     tarP.catch(() => undefined);
+    // Ceph in the hub netns, in parallel with everything after the network (it takes the longest).
+    let cephFilesReady: () => void = () => undefined;
+    const cephFilesP = new Promise<void>((resolve) => { cephFilesReady = resolve; });
+    if (opts.ceph) {
+      cephUp = phase('ceph', async () => {
+        ceph = await startCeph(join(dir, 'ceph'), {
+          addr: HUB_ADDR, publicNetwork: '10.99.0.0/24', netns: hubNs, rgw: false, osdSizeGiB: opts.cephOsdSizeGiB ?? 4,
+          onFiles: (f) => { cephFiles = f; cephFilesReady(); },
+        });
+        log(`cluster: ceph in ${hubNs} on ${HUB_ADDR}: ${ceph.laps.join(', ')}`);
+      });
+      cephUp.catch(() => undefined);
+    }
     const etcdUp = phase('etcd', async () => {
       for (let k = 0; k < etcd.length; k++) launchEtcd(k);
       await Promise.all(etcd.map((_, k) => waitEtcdListening(k)));
@@ -550,15 +620,18 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     // Ballast first, and its driver activated in every dockerd before the Swarm forms: a node tells the
     // managers its plugins when it joins, and a plugin activated later shows in its description only with a
     // later update (~20 s here), during which the scheduler holds tasks with volume-driver=ballast pending.
+    // The nodes' rbd and cephfs backends need only Ceph's client files to start; their first command waits
+    // for (or fails on) a cluster still coming up, and the bring-up waits for Ceph at its end.
+    if (cephUp) await Promise.race([cephFilesP, cephUp]);
     await phase('ballast', () => Promise.all(nodes.map(async (node, i) => {
-      const cfg = (opts.config ?? defaultNodeConfig)({ index: i, name: node.name, root: node.root, sharedImageDir, etcdEndpoints });
+      const cfg = (opts.config ?? defaultNodeConfig)({ index: i, name: node.name, root: node.root, sharedImageDir, etcdEndpoints, ceph: cephFiles });
       writeFileSync(node.configFile, JSON.stringify(cfg, null, 2));
       await launchBallast(i);
       // dockerd activates a legacy plugin on its first use; Swarm sees its driver only after that.
       await dockerOk(i, ['volume', 'ls'], 60_000);
     })));
     if (opts.swarm !== false) await phase('swarm', async () => {
-      await dockerOk(0, ['swarm', 'init', '--advertise-addr', nodes[0].addr, '--listen-addr', `${nodes[0].addr}:2377`], 60_000);
+      await dockerOk(0, ['swarm', 'init', '--advertise-addr', nodes[0].addr, '--listen-addr', `${nodes[0].addr}:2377`, ...(opts.swarmInitArgs ?? [])], 60_000);
       const role = opts.managers === 'all' ? 'manager' : 'worker';
       const tok = await dockerOk(0, ['swarm', 'join-token', '-q', role], 30_000);
       // Managers join one at a time (each join changes the raft membership); workers in parallel.
@@ -577,6 +650,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       const lines = out.split('\n').filter(Boolean);
       return lines.length === n && lines.every((l) => l.includes('{"Type":"Volume","Name":"ballast"}'));
     }, `every Swarm node's description to list the ballast volume driver (docker node inspect on n1)`, 60_000, 250));
+    if (cephUp) await cephUp;
   } catch (e) {
     await stop().catch((te: Error) => log(`cluster: teardown after a failed start: ${te.message}`));
     throw e;

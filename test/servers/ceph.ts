@@ -1,7 +1,11 @@
 /**
- * A one-node Ceph 16 (Pacific) cluster for tests, on 127.0.0.1 only: mon.a, mgr.x, osd.0 (bluestore
- * on a sparse file), mds.a serving the CephFS `cephfs`, the pool `rbd`, and radosgw (client.rgw.a)
- * on 127.0.0.1:7480 with one S3 user and one bucket. Everything lives under the caller's directory.
+ * A one-node Ceph 16 (Pacific) cluster for tests: mon.a, mgr.x, osd.0 (bluestore on a sparse file),
+ * mds.a serving the CephFS `cephfs`, the pool `rbd`, and (unless `rgw: false`) radosgw (client.rgw.a)
+ * on <addr>:7480 with one S3 user and one bucket. Everything lives under the caller's directory.
+ * By default every daemon binds 127.0.0.1 in this process's network namespace. With `netns` (and an
+ * `addr` on it, e.g. 10.99.0.1 in the cluster harness's hub), every daemon and every admin command runs
+ * through `nsenter --net=/run/netns/<netns>` (shared/recipes/ceph-up-addr.sh): clients must then run in
+ * that netns or one routed to it (a cluster node's), never in the host's.
  * Ported from shared/recipes/ceph-up.sh: every command is an argv array with a timeout, every daemon
  * runs in the foreground (`-f`) as a child of this process, so it is stopped by its PID and never by
  * name. Secrets (the S3 secret key) travel in files and on stdin, never in argv.
@@ -17,11 +21,16 @@ export type CephDaemon = 'mon' | 'mgr' | 'osd' | 'mds' | 'rgw';
 
 export interface CephCluster {
   readonly dir: string;
+  /** The address every daemon binds (127.0.0.1 by default). */
+  readonly addr: string;
+  /** The network namespace the daemons run in (ip netns name), or undefined for this process's own. */
+  readonly netns?: string;
   /** ceph.conf for clients (mon host, [client] keyring, admin sockets and logs under dir). */
   readonly conf: string;
   /** client.admin's keyring. */
   readonly keyring: string;
   readonly monPort: number;
+  /** http://<addr>:<port> of radosgw; '' (and bucket, keys and passwdFile too) when started with rgw: false. */
   readonly rgwUrl: string;
   readonly bucket: string;
   /** The S3 user's access key (not a secret on its own). */
@@ -37,6 +46,8 @@ export interface CephCluster {
   /** Lap times of the start, for reports. */
   readonly laps: readonly string[];
   pid(d: CephDaemon): number | undefined;
+  /** Any argv (ceph, rbd, rados, ceph-fuse...) run in the cluster's netns (or here without one), bounded; never throws. */
+  exec(argv: string[], timeoutMs?: number): Promise<RunResult>;
   /** A ceph/rbd/radosgw-admin command as client.admin, bounded; never throws on a non-zero exit. */
   tool(tool: 'ceph' | 'rbd' | 'radosgw-admin' | 'rados', args: string[], timeoutMs?: number): Promise<RunResult>;
   /** Same; must exit 0; returns stdout. */
@@ -69,9 +80,9 @@ export function cephSkipReason(): string | undefined {
   return undefined;
 }
 
-function portFree(port: number): Promise<boolean> {
+function portFree(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = createConnection({ host: '127.0.0.1', port });
+    const s = createConnection({ host, port });
     s.setTimeout(1000);
     s.once('connect', () => { s.destroy(); resolve(false); });
     s.once('timeout', () => { s.destroy(); resolve(false); });
@@ -79,19 +90,57 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
+/** Is something listening on addr:port in the netns (read from its /proc/net/tcp: no connection is made)? */
+async function listeningInNetns(netns: string, addr: string, port: number): Promise<boolean> {
+  const r = await run(['nsenter', `--net=/run/netns/${netns}`, 'cat', '/proc/net/tcp'], { timeoutMs: 10_000 });
+  if (r.code !== 0) throw new Error(`cannot read /proc/net/tcp in netns ${netns}: ${r.stderr.trim()}`);
+  const hexAddr = addr.split('.').map(Number).reverse().map((b) => b.toString(16).toUpperCase().padStart(2, '0')).join('');
+  const want = [`${hexAddr}:${port.toString(16).toUpperCase().padStart(4, '0')}`, `00000000:${port.toString(16).toUpperCase().padStart(4, '0')}`];
+  return r.stdout.split('\n').slice(1).some((l) => { const c = l.trim().split(/\s+/); return want.includes(c[1]) && c[3] === '0A'; });
+}
+
+export interface StartCephOptions {
+  osdSizeGiB?: number;
+  monPort?: number;
+  rgwPort?: number;
+  bucket?: string;
+  /** The address every daemon binds and the mon map names (default 127.0.0.1). */
+  addr?: string;
+  /** `public network` of ceph.conf; must contain addr (default 127.0.0.0/8). */
+  publicNetwork?: string;
+  /** Run every daemon and admin command in this network namespace (`ip netns` name; it must hold addr). */
+  netns?: string;
+  /** Start radosgw with an S3 user and a bucket (default true). */
+  rgw?: boolean;
+  /**
+   * Called once ceph.conf and client.admin's keyring are written (before any daemon runs), so a caller
+   * can configure clients while the cluster still comes up; they fail or wait until it does.
+   */
+  onFiles?: (files: { conf: string; keyring: string }) => void;
+}
+
 /**
  * Starts the cluster under `dir` (created; should be empty). osdSizeGiB is a sparse file.
  * Throws with the daemon's log tail if anything does not come up within its bound.
  */
-export async function startCeph(dir: string, opts: { osdSizeGiB?: number; monPort?: number; rgwPort?: number; bucket?: string } = {}): Promise<CephCluster> {
+export async function startCeph(dir: string, opts: StartCephOptions = {}): Promise<CephCluster> {
   const t0 = Date.now();
   const laps: string[] = [];
   const lap = (what: string) => laps.push(`${what} at +${((Date.now() - t0) / 1000).toFixed(1)} s`);
   const monPort = opts.monPort ?? 3300;
   const rgwPort = opts.rgwPort ?? 7480;
-  const bucket = opts.bucket ?? `ballast-${randomBytes(3).toString('hex')}`;
-  for (const [what, port] of [['mon', monPort], ['radosgw', rgwPort]] as const) {
-    if (!(await portFree(port))) throw new Error(`port ${port} for the Ceph ${what} on 127.0.0.1 is already in use (a cluster left over from an earlier run? stop it by its PID)`);
+  const addr = opts.addr ?? '127.0.0.1';
+  const publicNetwork = opts.publicNetwork ?? '127.0.0.0/8';
+  const netns = opts.netns;
+  const withRgw = opts.rgw ?? true;
+  if (!/^\d+\.\d+\.\d+\.\d+$/.test(addr)) throw new Error(`startCeph: addr must be an IPv4 address, not ${JSON.stringify(addr)}`);
+  if (netns !== undefined && !/^[a-zA-Z0-9_.-]+$/.test(netns)) throw new Error(`startCeph: ${JSON.stringify(netns)} is not a netns name`);
+  /** argv as it runs: through nsenter into the netns when there is one (nsenter --net execs: the PID is the command's). */
+  const wrap = (argv: string[]) => (netns ? ['nsenter', `--net=/run/netns/${netns}`, ...argv] : argv);
+  const bucket = withRgw ? opts.bucket ?? `ballast-${randomBytes(3).toString('hex')}` : '';
+  for (const [what, port] of [['mon', monPort], ...(withRgw ? [['radosgw', rgwPort]] : [])] as [string, number][]) {
+    const busy = netns ? await listeningInNetns(netns, addr, port) : !(await portFree(addr, port));
+    if (busy) throw new Error(`port ${port} for the Ceph ${what} on ${addr}${netns ? ` in netns ${netns}` : ''} is already in use (a cluster left over from an earlier run? stop it by its PID)`);
   }
   for (const d of ['mon', 'mgr/ceph-x', 'mds/ceph-a', 'osd/ceph-0', 'rgw/ceph-rgw.a', 'run', 'log']) mkdirSync(join(dir, d), { recursive: true });
   const conf = join(dir, 'ceph.conf');
@@ -100,8 +149,8 @@ export async function startCeph(dir: string, opts: { osdSizeGiB?: number; monPor
   const osdBytes = (opts.osdSizeGiB ?? 4) * 1024 ** 3;
   writeFileSync(conf, `[global]
 fsid = ${fsid}
-mon host = v2:127.0.0.1:${monPort}
-public network = 127.0.0.0/8
+mon host = v2:${addr}:${monPort}
+public network = ${publicNetwork}
 ms bind ipv4 = true
 ms bind ipv6 = false
 auth cluster required = cephx
@@ -145,13 +194,13 @@ pid file =
 [client.rgw.a]
 keyring = ${dir}/rgw/ceph-rgw.a/keyring
 rgw data = ${dir}/rgw/ceph-rgw.a
-rgw frontends = beast endpoint=127.0.0.1:${rgwPort}
+rgw frontends = beast endpoint=${addr}:${rgwPort}
 pid file = ${dir}/run/client.rgw.a.pid
 log file = ${dir}/log/client.rgw.a.log
 `);
   const C = ['-c', conf];
   const must = async (argv: string[], timeoutMs = 60_000, input?: string): Promise<string> => {
-    const r = await run(argv, { timeoutMs, input });
+    const r = await run(wrap(argv), { timeoutMs, input });
     if (r.code !== 0) throw new Error(`${argv.slice(0, 4).join(' ')} ... failed (${r.code}): ${(r.stderr || r.stdout).trim().slice(-1500)}`);
     return r.stdout;
   };
@@ -172,7 +221,7 @@ log file = ${dir}/log/client.rgw.a.log
   };
   const spawnDaemon = (d: CephDaemon) => {
     const fd = openSync(join(dir, 'log', `${d}.out`), 'a');
-    const [cmd, ...args] = argvOf[d];
+    const [cmd, ...args] = wrap(argvOf[d]);
     const c = spawn(cmd, args, { stdio: ['ignore', fd, fd], detached: true });
     closeSync(fd);
     c.on('error', () => undefined);
@@ -180,7 +229,8 @@ log file = ${dir}/log/client.rgw.a.log
     pids.set(d, c.pid!);
   };
   const alive = (d: CephDaemon) => { const p = pids.get(d); return p !== undefined && pidAlive(p); };
-  const tool = (t: string, args: string[], timeoutMs = 60_000) => run([t, ...C, ...(t === 'ceph' ? ['--connect-timeout', String(Math.max(5, Math.ceil(timeoutMs / 1000) - 2))] : []), ...args], { timeoutMs });
+  const exec = (argv: string[], timeoutMs = 60_000) => run(wrap(argv), { timeoutMs });
+  const tool = (t: string, args: string[], timeoutMs = 60_000) => exec([t, ...C, ...(t === 'ceph' ? ['--connect-timeout', String(Math.max(5, Math.ceil(timeoutMs / 1000) - 2))] : []), ...args], timeoutMs);
   const ok = async (t: string, args: string[], timeoutMs = 60_000) => {
     const r = await tool(t, args, timeoutMs);
     if (r.code !== 0) throw new Error(`${t} ${args.join(' ')} failed (${r.code}): ${(r.stderr || r.stdout).trim().slice(-1500)}`);
@@ -198,14 +248,14 @@ log file = ${dir}/log/client.rgw.a.log
   };
   const osdUp = async () => /"num_up_osds":\s*1/.test((await tool('ceph', ['osd', 'stat', '--format', 'json'], 10_000)).stdout);
   const mdsActive = async () => /up:active/.test((await tool('ceph', ['mds', 'stat'], 10_000)).stdout);
-  const rgwAnswers = async () => (await run(['curl', '-s', '-o', '/dev/null', '-m', '2', '-w', '%{http_code}', `http://127.0.0.1:${rgwPort}/`], { timeoutMs: 5000 })).stdout.trim() === '200';
+  const rgwAnswers = async () => (await exec(['curl', '-s', '-o', '/dev/null', '-m', '2', '-w', '%{http_code}', `http://${addr}:${rgwPort}/`], 5000)).stdout.trim() === '200';
   const mgrVolumes = async () => (await tool('ceph', ['fs', 'subvolume', 'ls', 'cephfs'], 10_000)).code === 0;
   const ready: Record<CephDaemon, [string, () => Promise<boolean>, number]> = {
     mon: ['the monitor to answer', async () => (await tool('ceph', ['mon', 'dump'], 10_000)).code === 0, 30_000],
     mgr: ['the mgr volumes module', mgrVolumes, 90_000],
     osd: ['osd.0 up', osdUp, 90_000],
     mds: ['mds.a active', mdsActive, 90_000],
-    rgw: [`radosgw on 127.0.0.1:${rgwPort}`, rgwAnswers, 90_000],
+    rgw: [`radosgw on ${addr}:${rgwPort}`, rgwAnswers, 90_000],
   };
 
   let cluster: CephCluster | undefined;
@@ -230,8 +280,9 @@ log file = ${dir}/log/client.rgw.a.log
     await must(['ceph-authtool', '--create-keyring', monKeyring, '--gen-key', '-n', 'mon.', '--cap', 'mon', 'allow *']);
     await must(['ceph-authtool', '--create-keyring', keyring, '--gen-key', '-n', 'client.admin', '--cap', 'mon', 'allow *', '--cap', 'osd', 'allow *', '--cap', 'mds', 'allow *', '--cap', 'mgr', 'allow *']);
     chmodSync(keyring, 0o600);
+    opts.onFiles?.({ conf, keyring });
     await must(['ceph-authtool', monKeyring, '--import-keyring', keyring]);
-    await must(['monmaptool', '--create', '--fsid', fsid, '--addv', 'a', `[v2:127.0.0.1:${monPort}]`, join(dir, 'monmap')]);
+    await must(['monmaptool', '--create', '--fsid', fsid, '--addv', 'a', `[v2:${addr}:${monPort}]`, join(dir, 'monmap')]);
     await must(['ceph-mon', ...C, '--mkfs', '-i', 'a', '--monmap', join(dir, 'monmap'), '--keyring', monKeyring]);
     spawnDaemon('mon');
     await until('mon', ...ready.mon);
@@ -245,7 +296,7 @@ log file = ${dir}/log/client.rgw.a.log
       ok('ceph', ['auth', 'get-or-create', 'mgr.x', 'mon', 'allow profile mgr', 'osd', 'allow *', 'mds', 'allow *', '-o', join(dir, 'mgr/ceph-x/keyring')]),
       ok('ceph', ['auth', 'get-or-create', 'mds.a', 'mon', 'allow profile mds', 'osd', 'allow rwx', 'mds', 'allow *', 'mgr', 'allow profile mds', '-o', join(dir, 'mds/ceph-a/keyring')]),
       ok('ceph', ['osd', 'new', osdUuid, '-i', join(dir, 'osd-secrets.json')]),
-      ok('ceph', ['auth', 'get-or-create', 'client.rgw.a', 'mon', 'allow rw', 'osd', 'allow rwx', 'mgr', 'allow rw', '-o', join(dir, 'rgw/ceph-rgw.a/keyring')]),
+      withRgw ? ok('ceph', ['auth', 'get-or-create', 'client.rgw.a', 'mon', 'allow rw', 'osd', 'allow rwx', 'mgr', 'allow rw', '-o', join(dir, 'rgw/ceph-rgw.a/keyring')]) : Promise.resolve(''),
     ]);
     if (osdId.trim() !== '0') throw new Error(`expected osd id 0, got ${osdId.trim()}`);
     spawnDaemon('mgr');
@@ -269,33 +320,38 @@ log file = ${dir}/log/client.rgw.a.log
       })(),
     ]);
     lap('pools and fs made');
-    spawnDaemon('rgw');
+    if (withRgw) spawnDaemon('rgw');
     await until('mds', ...ready.mds);
     lap('mds active');
-    await until('rgw', ...ready.rgw);
-    lap('rgw answering');
+    if (withRgw) {
+      await until('rgw', ...ready.rgw);
+      lap('rgw answering');
+    }
     await until('mgr', ...ready.mgr);
     lap('mgr volumes module');
 
     // S3: a user with generated keys, and a bucket made by a signed request.
-    const accessKey = randomBytes(10).toString('hex').toUpperCase();
-    const secretKey = randomBytes(20).toString('base64url');
-    // radosgw-admin takes the secret on argv: a short-lived setup command of the test, not Ballast.
-    await ok('radosgw-admin', ['user', 'create', '--uid=ballast-test', '--display-name=ballast test', `--access-key=${accessKey}`, `--secret-key=${secretKey}`], 60_000);
-    const passwdFile = join(dir, 's3fs-passwd');
-    writeFileSync(passwdFile, `${accessKey}:${secretKey}\n`, { mode: 0o600 });
-    chmodSync(passwdFile, 0o600);
-    const rgwUrl = `http://127.0.0.1:${rgwPort}`;
+    const accessKey = withRgw ? randomBytes(10).toString('hex').toUpperCase() : '';
+    const secretKey = withRgw ? randomBytes(20).toString('base64url') : '';
+    const passwdFile = withRgw ? join(dir, 's3fs-passwd') : '';
+    const rgwUrl = withRgw ? `http://${addr}:${rgwPort}` : '';
     const s3 = (method: string, path: string, o: { timeoutMs?: number; body?: string } = {}) => {
       // curl reads its options (the credentials among them) from stdin: -K -.
       const cfg = [`user = "${accessKey}:${secretKey}"`, 'aws-sigv4 = "aws:amz:us-east-1:s3"', 'header = "x-amz-content-sha256: UNSIGNED-PAYLOAD"',
         `request = "${method}"`, `url = "${rgwUrl}${path}"`, 'silent', 'show-error', `max-time = ${Math.ceil((o.timeoutMs ?? 20_000) / 1000)}`,
         'write-out = "\\n%{http_code}"', ...(o.body !== undefined ? [`data-raw = "${o.body.replace(/[\\"]/g, '\\$&')}"`] : [])].join('\n');
-      return run(['curl', '-K', '-'], { input: cfg, timeoutMs: (o.timeoutMs ?? 20_000) + 5000 });
+      if (!withRgw) return Promise.reject(new Error('this Ceph was started without radosgw (rgw: false)'));
+      return run(wrap(['curl', '-K', '-']), { input: cfg, timeoutMs: (o.timeoutMs ?? 20_000) + 5000 });
     };
-    const mk = await s3('PUT', `/${bucket}`);
-    if (!/\n200$/.test(mk.stdout)) throw new Error(`could not create bucket ${bucket}: ${mk.stdout} ${mk.stderr}`);
-    lap('s3 user and bucket');
+    if (withRgw) {
+      // radosgw-admin takes the secret on argv: a short-lived setup command of the test, not Ballast.
+      await ok('radosgw-admin', ['user', 'create', '--uid=ballast-test', '--display-name=ballast test', `--access-key=${accessKey}`, `--secret-key=${secretKey}`], 60_000);
+      writeFileSync(passwdFile, `${accessKey}:${secretKey}\n`, { mode: 0o600 });
+      chmodSync(passwdFile, 0o600);
+      const mk = await s3('PUT', `/${bucket}`);
+      if (!/\n200$/.test(mk.stdout)) throw new Error(`could not create bucket ${bucket}: ${mk.stdout} ${mk.stderr}`);
+      lap('s3 user and bucket');
+    }
 
     const waitHealthy = async (timeoutMs = 90_000) => {
       let last = '';
@@ -314,8 +370,9 @@ log file = ${dir}/log/client.rgw.a.log
 
     const adminKey = (/key\s*=\s*(\S+)/.exec(readFileSync(keyring, 'utf8')) ?? [])[1] ?? '';
     cluster = {
-      dir, conf, keyring, monPort, rgwUrl, bucket, accessKey, secretKey, adminKey, passwdFile, startMs: Date.now() - t0, laps,
+      dir, addr, netns, conf, keyring, monPort, rgwUrl, bucket, accessKey, secretKey, adminKey, passwdFile, startMs: Date.now() - t0, laps,
       pid: (d) => pids.get(d),
+      exec,
       tool: (t, args, timeoutMs) => tool(t, args, timeoutMs),
       ok: (t, args, timeoutMs) => ok(t, args, timeoutMs),
       s3,
@@ -332,6 +389,7 @@ log file = ${dir}/log/client.rgw.a.log
       },
       async start(d) {
         if (alive(d)) return;
+        if (d === 'rgw' && !withRgw) throw new Error('this Ceph was started without radosgw (rgw: false)');
         spawnDaemon(d);
         const [what, cond, ms] = ready[d];
         await until(d, what, cond, ms);

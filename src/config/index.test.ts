@@ -56,3 +56,16 @@ test('space: defaults, overrides, and refusals that name the key', () => {
     assert.throws(() => loadConfig({ config: f }, {}), re);
   }
 });
+
+test('cluster timing: defaults derived from the lease TTL, and a rule that refuses timings under which a node could not self-fence in time', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ballast-cfg-'));
+  const f = join(dir, 'c.json');
+  const etcd = (extra: Record<string, unknown>) => { writeFileSync(f, JSON.stringify({ store: { type: 'etcd', endpoints: ['http://127.0.0.1:2379'], ...extra } })); return loadConfig({ config: f }, {}); };
+  const c = etcd({}).store;
+  assert.equal(c.type, 'etcd');
+  if (c.type !== 'etcd') return;
+  assert.deepEqual([c.leaseTtlSec, c.keepaliveSec, c.selfFenceMarginSec, c.takeoverGraceSec, c.peerTimeoutSec, c.peerListen], [10, 2, 3, 1, 1, 'auto']);
+  assert.throws(() => etcd({ leaseTtlSec: 4, keepaliveSec: 2 }), /2 x store.keepaliveSec \(2\) \+ store.peerTimeoutSec \(1\) must be shorter than store.leaseTtlSec \(4\) - store.selfFenceMarginSec \(1.2\)/);
+  assert.throws(() => etcd({ peerListen: '10.0.0.1' }), /store.peerListen "10.0.0.1" must be "auto", "off", or an IPv4 address and port/);
+  assert.equal((etcd({ leaseTtlSec: 30 }).store as { keepaliveSec: number }).keepaliveSec, 6);
+});

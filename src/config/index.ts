@@ -40,7 +40,9 @@ export interface Config {
  * `<root>/ballast.db`, for one host. `{ "type": "etcd", "endpoints": [...] }`: the cluster store
  * (src/store/etcd.ts), with `prefix` (`/ballast/`), `timeoutSec` (5: the bound on every write),
  * `staleReadSec` (60: how long reads answer from the local copy while etcd is unreachable),
- * `leaseTtlSec` (10: the TTL of the lease that keeps this node registered),
+ * `leaseTtlSec` (10: the TTL of the lease that keeps this node registered), the cluster timing
+ * `keepaliveSec` (TTL/5), `selfFenceMarginSec` (3, at most 30 % of the TTL), `takeoverGraceSec` (1), `peerTimeoutSec` (1, at most TTL/10) and
+ * `peerListen` ("auto", or `host:port`, or "off"), checked against each other (clusterTiming),
  * `tls` (`{ ca, cert, key }`, files) and `auth` (`{ user, passwordFile }`; the password is read from
  * the file when the store opens, and is never held in the config nor logged).
  */
@@ -50,10 +52,14 @@ export type StoreConfig =
     readonly type: 'etcd'; readonly endpoints: readonly string[]; readonly prefix: string; readonly timeoutSec: number; readonly staleReadSec: number;
     /** TTL of the lease that keeps this node registered (node ls shows a node without one as down). */
     readonly leaseTtlSec: number;
+    /** Cluster timing (see clusterTiming): keepalive interval, self-fence margin, takeover grace, peer check. */
+    readonly keepaliveSec: number; readonly selfFenceMarginSec: number; readonly takeoverGraceSec: number; readonly peerTimeoutSec: number;
+    /** `host:port` the peer check listens on and is advertised at ("auto": this node's first non-loopback IPv4, port 7421; "off"). */
+    readonly peerListen: string;
     readonly tls?: { readonly ca: string; readonly cert?: string; readonly key?: string };
     readonly auth?: { readonly user: string; readonly passwordFile: string };
   };
-const ETCD_KEYS = ['type', 'endpoints', 'prefix', 'timeoutSec', 'staleReadSec', 'leaseTtlSec', 'tls', 'auth'] as const;
+const ETCD_KEYS = ['type', 'endpoints', 'prefix', 'timeoutSec', 'staleReadSec', 'leaseTtlSec', 'keepaliveSec', 'selfFenceMarginSec', 'takeoverGraceSec', 'peerTimeoutSec', 'peerListen', 'tls', 'auth'] as const;
 
 /**
  * `space` in the config file. Levels are free space in percent of the host filesystem holding thin
@@ -188,7 +194,42 @@ function parseStore(v: unknown): StoreConfig {
     if (typeof v.auth.user !== 'string' || !v.auth.user) throw new InvalidArgumentError('store.auth.user must be a non-empty string');
     auth = { user: v.auth.user, passwordFile: file(v.auth.passwordFile, 'store.auth.passwordFile') };
   }
-  return { type: 'etcd', endpoints: [...endpoints] as string[], prefix, timeoutSec, staleReadSec, leaseTtlSec, ...(tls ? { tls } : {}), ...(auth ? { auth } : {}) };
+  const num = (k: string, def: number, lo: number, hi: number): number => {
+    const x = v[k] ?? def;
+    if (typeof x !== 'number' || !(x >= lo && x <= hi)) throw new InvalidArgumentError(`store.${k} must be a number of seconds between ${lo} and ${hi}`);
+    return x;
+  };
+  const keepaliveSec = num('keepaliveSec', leaseTtlSec / 5, 0.2, 120);
+  const selfFenceMarginSec = num('selfFenceMarginSec', Math.min(3, leaseTtlSec * 0.3), 0.5, 300);
+  const takeoverGraceSec = num('takeoverGraceSec', 1, 0, 60);
+  const peerTimeoutSec = num('peerTimeoutSec', Math.min(1, leaseTtlSec / 10), 0.1, 30);
+  const peerListen = v.peerListen ?? 'auto';
+  if (typeof peerListen !== 'string' || !(peerListen === 'auto' || peerListen === 'off' || /^[0-9.]+:\d{1,5}$/.test(peerListen))) {
+    throw new InvalidArgumentError(`store.peerListen ${JSON.stringify(peerListen)} must be "auto", "off", or an IPv4 address and port such as "10.0.0.5:7421"`);
+  }
+  clusterTiming({ leaseTtlSec, keepaliveSec, selfFenceMarginSec, takeoverGraceSec, peerTimeoutSec });
+  return { type: 'etcd', endpoints: [...endpoints] as string[], prefix, timeoutSec, staleReadSec, leaseTtlSec, keepaliveSec, selfFenceMarginSec, takeoverGraceSec, peerTimeoutSec, peerListen, ...(tls ? { tls } : {}), ...(auth ? { auth } : {}) };
+}
+
+/**
+ * The timing rule of cluster mode, checked when the config is read (and so at every start):
+ * - a node counts on its lease until the send time of its last keepalive that etcd answered plus the TTL
+ *   (etcd cannot have expired it earlier), and stops writing to its exclusive volumes (self-fence) at
+ *   that time minus `selfFenceMarginSec`, so it is frozen before any other node can see the lease gone;
+ * - before that deadline two keepalives must have had their chance to fail and the peers their chance to
+ *   answer: 2 x keepaliveSec + peerTimeoutSec < leaseTtlSec - selfFenceMarginSec;
+ * - another node takes a volume over only after the lease is gone plus `takeoverGraceSec`, and only once
+ *   the old holder is fenced at the storage; a Mount waits for that at most TTL + grace + 2 s.
+ * So a takeover after a crash takes the TTL, the grace, the fence (about 1 s for Ceph) and the stage.
+ * Returns the derived figures (milliseconds).
+ */
+export function clusterTiming(t: { leaseTtlSec: number; keepaliveSec: number; selfFenceMarginSec: number; takeoverGraceSec: number; peerTimeoutSec: number }): { selfFenceAfterMs: number; takeoverWaitMs: number } {
+  const before = t.leaseTtlSec - t.selfFenceMarginSec;
+  if (!(2 * t.keepaliveSec + t.peerTimeoutSec < before)) {
+    throw new InvalidArgumentError(`cluster timing: 2 x store.keepaliveSec (${t.keepaliveSec}) + store.peerTimeoutSec (${t.peerTimeoutSec}) must be shorter than store.leaseTtlSec (${t.leaseTtlSec}) - store.selfFenceMarginSec (${t.selfFenceMarginSec}) = ${before} s, so that a node that lost etcd has tried twice and asked its peers before it must stop writing; lower keepaliveSec or the margin, or raise the TTL`);
+  }
+  if (t.takeoverGraceSec > t.leaseTtlSec) throw new InvalidArgumentError(`cluster timing: store.takeoverGraceSec (${t.takeoverGraceSec}) must not be longer than store.leaseTtlSec (${t.leaseTtlSec})`);
+  return { selfFenceAfterMs: Math.round(before * 1000), takeoverWaitMs: Math.round((t.leaseTtlSec + t.takeoverGraceSec + 2) * 1000) };
 }
 
 function parseSpace(v: unknown, reconcileIntervalSec: number): SpaceConfig {

@@ -4,7 +4,10 @@ import type { BackendRegistry } from '../backends/registry.js';
 import { stageAtMountpoint, unstageAtMountpoint } from '../backends/node-ops.js';
 import type { AttachmentSet, VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
 import { AbortedError, BallastError, BusyError, ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
-import { checkAccess, type AccessMode, type Backend } from '../backends/types.js';
+import { canFence, checkAccess, mountpointOf, type AccessMode, type Backend, type Fencer } from '../backends/types.js';
+import type { Exec } from '../host/exec.js';
+import type { MountTable } from '../host/mountinfo.js';
+import { freezeFs, thawFs } from '../host/blockdev.js';
 import { assertPlainString, formatSize, validateMountId, validateVolumeName } from './validate.js';
 import { KeyedLock } from './keyed-lock.js';
 
@@ -24,7 +27,23 @@ export interface ServiceDeps {
    * node to keep out, and Mount stays free of those writes.
    */
   readonly cluster?: boolean;
+  /** Cluster mode: the node registry, to tell a dead holder (lease gone) from a live one. */
+  readonly liveness?: { isAlive(node: string): Promise<boolean>; leaseLeft(node: string): Promise<number | undefined> };
+  /**
+   * Cluster timing (config clusterTiming): a takeover waits `takeoverGraceMs` after a holder's lease is
+   * seen gone; a Mount waits at most `takeoverWaitMs` for a holder that is releasing, suspect or dead;
+   * a holder whose lease etcd counts below `suspectBelowSec` missed renewals (suspect).
+   */
+  readonly timing?: { readonly takeoverGraceMs: number; readonly takeoverWaitMs: number; readonly suspectBelowSec: number };
+  /** For the self-fence (fsfreeze) and to see what is mounted here. */
+  readonly exec?: Exec;
+  readonly mounts?: MountTable;
 }
+
+/** How long one freeze of the self-fence is waited for: writers block as soon as it starts; the flush may hang on a cut-off server. */
+const FREEZE_WAIT_MS = 1_000;
+const POLL_MS = 250;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** How often an attach that lost a race to another node re-reads and decides again. */
 const ATTACH_RETRIES = 5;
@@ -44,6 +63,10 @@ const MAX_OPTIONS = 64;
  */
 export class VolumeService {
   private readonly lock = new KeyedLock();
+  /** Cluster mode: the epoch of each volume's attachments when this node attached it (a newer one means it lost it). */
+  private readonly heldEpoch = new Map<string, number>();
+  /** Volumes the self-fence froze (src/cluster/self-fence.ts), until etcd answers again. */
+  private readonly selfFrozen = new Map<string, VolumeRecord>();
   private readonly now: () => Date;
   private readonly fault: (point: string) => void;
 
@@ -161,10 +184,16 @@ export class VolumeService {
       // Publish is idempotent and reads the real mount table, so a volume unmounted behind our back
       // (or never mounted after a restart) is mounted again even when the ledger has references.
       try {
-        await stageAtMountpoint(backend, rec, this.d.node);
+        await stageAtMountpoint(backend, rec, this.d.node, this.d.mounts);
+        // A backend that can fence at the storage records which client of it is this node's, before the
+        // container can write: a takeover from another node then knows whom to cut off.
+        if (this.d.cluster && canFence(backend)) await this.recordClaim(rec, backend);
       } catch (e) {
         // A stage that failed leaves nothing to hold: let go of an attachment this call took.
-        if (attached && (await this.d.store.mountCount(vname, this.d.node)) === 0) await this.releaseHere(vname).catch(() => undefined);
+        if (attached && (await this.d.store.mountCount(vname, this.d.node)) === 0) {
+          await unstageAtMountpoint(backend, rec, this.d.node).catch(() => undefined);
+          await this.releaseHere(vname).catch(() => undefined);
+        }
         throw e;
       }
       this.fault('mount.published');
@@ -207,14 +236,84 @@ export class VolumeService {
     }
     if (!r.removed) this.d.log.warn({ volume: rec.name, mountId: mid, why }, 'unmount for a mount ID the ledger does not hold');
     this.fault('unmount.ledger');
-    if (r.total === 0 && rec.state !== 'damaged') {
-      await unstageAtMountpoint(this.d.backends.get(rec.backend), rec, this.d.node);
-      // Let go of the attachment only once nothing is staged here any more: a failed unstage keeps it,
-      // and the reconciler releases it after the unmount it retries.
-      if (this.d.cluster) await this.releaseHere(rec.name);
-    }
+    if (r.total === 0 && rec.state !== 'damaged') await this.unstageHere(rec);
     this.fault('unmount.unpublished');
     return r;
+  }
+
+  /**
+   * The last reference here is gone: unstage and (cluster mode) let go of the attachment, only once
+   * nothing is staged here any more (a failed unstage keeps it, and the reconciler releases it after
+   * the unmount it retries). A volume another node took over from this one (stale here) is torn down
+   * without a write instead, and its attachment, no longer this node's, is left alone.
+   */
+  private async unstageHere(rec: VolumeRecord): Promise<void> {
+    if (this.d.cluster && await this.staleHere(rec)) { await this.tearDownStale(rec); return; }
+    await unstageAtMountpoint(this.d.backends.get(rec.backend), rec, this.d.node);
+    this.selfFrozen.delete(rec.name);
+    if (this.d.cluster) await this.releaseHere(rec.name);
+  }
+
+  /**
+   * Tears down this node's staging of a volume another node now holds (this node was fenced: a takeover
+   * or `ballast node fence`). A backend that fences at the storage has cut this node's client off, so a
+   * frozen filesystem is thawed (its writers get I/O errors instead of hanging) and the staging is
+   * detached without a flush (Fencer.unstageFenced). Any other backend is left mounted (and frozen, if
+   * the self-fence froze it): an unmount would write to storage another node owns; it is reported.
+   * Returns whether it was torn down.
+   */
+  async tearDownStale(rec: VolumeRecord): Promise<boolean> {
+    const backend = this.d.backends.get(rec.backend);
+    if (!canFence(backend)) {
+      this.d.log.error({ op: 'stale', volume: rec.name, node: this.d.node, outcome: 'left' }, `volume ${rec.name} was taken from this node while mounted here; backend ${rec.backend} cannot cut this node off at the storage, so its mount is left alone (and frozen if it was): stop the containers using it here and reboot this node`);
+      return false;
+    }
+    if (this.selfFrozen.has(rec.name) && this.d.exec) await thawFs(this.d.exec, mountpointOf(rec)).catch(() => undefined);
+    this.selfFrozen.delete(rec.name);
+    await backend.unstageFenced(rec, mountpointOf(rec));
+    this.heldEpoch.delete(rec.name);
+    this.d.log.warn({ op: 'stale', volume: rec.name, node: this.d.node, outcome: 'torn-down' }, `volume ${rec.name} is held by another node now (this node was fenced at the storage): its staging here was detached without writing`);
+    return true;
+  }
+
+  /** Stores this node's storage claim (Fencer.claim) in its attachment, when it changed. */
+  private async recordClaim(rec: VolumeRecord, backend: Backend): Promise<void> {
+    if (!canFence(backend)) return;
+    const mine = (await this.d.store.getAttachments(rec.name)).holders.find((h) => h.node === this.d.node);
+    if (mine?.mode !== 'rw') return;
+    const claim = await backend.claim(rec, mountpointOf(rec));
+    if (!claim) return;
+    await this.changeAttachments(rec.name, (set) => {
+      const h = set.holders.find((x) => x.node === this.d.node);
+      if (!h) throw new FailedPreconditionError(`volume ${rec.name} was taken over by another node while it was being mounted on node ${this.d.node}; run the container again`);
+      if (stableJson(h.claim ?? {}) === stableJson(claim)) return undefined;
+      return { ...set, holders: set.holders.map((x) => (x.node === this.d.node ? { ...x, claim } : x)) };
+    }, `could not record which storage client of node ${this.d.node} holds it`, 'run the container again');
+  }
+
+  /**
+   * How a node that stands in the way of an attach looks now: `dead` (no lease: it crashed or is cut
+   * off, and its lease expired), `suspect` (etcd counts its lease well below the TTL: it missed
+   * renewals), `releasing` (alive, attached, but no reference: its mount or its last unmount is under
+   * way), or `alive`.
+   */
+  private async holderState(volume: string, node: string): Promise<'dead' | 'suspect' | 'releasing' | 'alive'> {
+    const l = this.d.liveness;
+    if (!l) return 'alive';
+    const left = await l.leaseLeft(node);
+    if (left === undefined) return 'dead';
+    if (left < (this.d.timing?.suspectBelowSec ?? 0)) return 'suspect';
+    if ((await this.d.store.mountCount(volume, node)) === 0) return 'releasing';
+    return 'alive';
+  }
+
+  /** Drops every reference `node` holds on `volume` (its containers are gone with it); returns how many. */
+  private async dropNodeRefs(volume: string, node: string): Promise<number> {
+    let dropped = 0;
+    for (const r of (await this.d.store.mounts(volume)).filter((m) => m.node === node)) {
+      for (let k = 0; k < r.count; k++) if ((await this.d.store.removeMount(volume, node, r.id)).removed) dropped++;
+    }
+    return dropped;
   }
 
   /**
@@ -227,22 +326,68 @@ export class VolumeService {
    *   when, and what to do.
    * A node-local volume is refused on every node but its home. Returns whether this call attached.
    */
-  private async attachHere(rec: VolumeRecord, backend: Backend, mode: AccessMode): Promise<boolean> {
+  private async attachHere(rec: VolumeRecord, backend: Backend, mode: AccessMode, takeover = true): Promise<boolean> {
     if (rec.home && rec.home !== this.d.node) {
       throw new FailedPreconditionError(`volume ${rec.name} lives on node ${rec.home} (backend ${rec.backend} keeps its data on that node's own disk), so it cannot be mounted on node ${this.d.node}; run its containers on ${rec.home}, e.g. docker service create --constraint node.hostname==<hostname of ${rec.home}> ..., or use a backend on shared storage`);
     }
-    const written = await this.changeAttachments(rec.name, (set) => {
+    const t0 = Date.now();
+    const waitMs = this.d.timing?.takeoverWaitMs ?? 0;
+    const graceMs = this.d.timing?.takeoverGraceMs ?? 0;
+    const deadSeen = new Map<string, number>();
+    let lost = 0;
+    const me = { node: this.d.node, mode, since: this.now().toISOString() };
+    for (;;) {
+      const set = await this.d.store.getAttachments(rec.name);
       const mine = set.holders.find((h) => h.node === this.d.node);
-      if (mine && (mine.mode === 'rw' || mode === 'ro')) return undefined;
-      const decision = checkAccess(rec.name, backend, { node: this.d.node, mode }, set.holders);
-      if (!decision.allowed) {
-        const others = [...new Set(set.holders.filter((h) => h.node !== this.d.node).map((h) => h.node))];
-        throw new FailedPreconditionError(`${decision.reason}. If ${others.length > 1 ? 'those nodes are' : `node ${others[0]} is`} down for good (powered off), release ${others.length > 1 ? 'their' : 'its'} volumes with: ${others.map((n) => `ballast node fence ${n}`).join('; ')}`);
+      if (mine && (mine.mode === 'rw' || mode === 'ro')) { this.heldEpoch.set(rec.name, set.epoch); return false; }
+      const want = { node: this.d.node, mode };
+      const decision = checkAccess(rec.name, backend, want, set.holders);
+      let next: AttachmentSet | undefined;
+      let fenced: readonly string[] = [];
+      if (decision.allowed) {
+        next = { ...set, holders: [...set.holders.filter((h) => h.node !== this.d.node), me] };
+      } else {
+        // Who stands in the way, and can they be moved: a dead holder is taken over only once its lease
+        // is gone (plus the grace) and it is cut off at the storage; a releasing or suspect one is waited for.
+        const blockers = set.holders.filter((h) => h.node !== this.d.node && !checkAccess(rec.name, backend, want, [h]).allowed);
+        const states = await Promise.all(blockers.map((h) => this.holderState(rec.name, h.node)));
+        const dead = blockers.filter((_, i) => states[i] === 'dead');
+        for (const h of dead) if (!deadSeen.has(h.node)) deadSeen.set(h.node, Date.now());
+        const canTake = takeover && canFence(backend) && dead.length === blockers.length;
+        if (canTake && dead.every((h) => Date.now() - deadSeen.get(h.node)! >= graceMs)) {
+          const keep = set.holders.filter((h) => !dead.includes(h) && h.node !== this.d.node);
+          for (const h of dead) {
+            const said = await (backend as Backend & Fencer).fence(rec, h, keep);
+            this.d.log.warn({ op: 'fence', volume: rec.name, node: this.d.node, fenced: h.node, epoch: set.epoch, outcome: 'ok' }, said);
+          }
+          fenced = dead.map((h) => h.node);
+          next = { ...set, epoch: set.epoch + 1, holders: [...keep, me] };
+        } else {
+          const waiting = canTake || states.some((x) => x === 'releasing' || x === 'suspect');
+          if (waiting && Date.now() - t0 < waitMs) { await sleep(POLL_MS); continue; }
+          const others = [...new Set(blockers.map((h) => h.node))];
+          if (dead.length > 0 && !canFence(backend) && takeover) {
+            throw new FailedPreconditionError(`volume ${rec.name} is attached to ${dead.map((h) => `node ${h.node} (${h.mode === 'rw' ? 'read-write' : 'read-only'} since ${h.since})`).join(', ')}, whose lease expired: it is down or cut off. Backend ${rec.backend} cannot cut a node off at the storage, so Ballast does not take the volume over by itself (the node could still be writing). If ${dead.length > 1 ? 'those nodes are' : `node ${dead[0].node} is`} down for good (powered off), release ${dead.length > 1 ? 'their' : 'its'} volumes with: ${dead.map((h) => `ballast node fence ${h.node}`).join('; ')}`);
+          }
+          throw new FailedPreconditionError(`${decision.reason}. If ${others.length > 1 ? 'those nodes are' : `node ${others[0]} is`} down for good (powered off), release ${others.length > 1 ? 'their' : 'its'} volumes with: ${others.map((n) => `ballast node fence ${n}`).join('; ')}`);
+        }
       }
-      return { ...set, holders: [...set.holders.filter((h) => h.node !== this.d.node), { node: this.d.node, mode, since: this.now().toISOString() }] };
-    }, `could not be attached to node ${this.d.node}`, 'retry');
-    if (written) this.d.log.info({ op: 'attach', volume: rec.name, node: this.d.node, mode, epoch: written.epoch, outcome: 'ok' }, 'attach');
-    return !!written;
+      let written: AttachmentSet;
+      try {
+        written = await this.d.store.putAttachments(next);
+      } catch (e) {
+        if ((e as BallastError).code !== 'Conflict') throw e;
+        if (++lost >= ATTACH_RETRIES) throw new AbortedError(`volume ${rec.name} could not be attached to node ${this.d.node}: its attachments kept changing under concurrent operations from other nodes; retry`);
+        continue;
+      }
+      for (const n of fenced) {
+        const dropped = await this.dropNodeRefs(rec.name, n);
+        this.d.log.warn({ op: 'takeover', volume: rec.name, node: this.d.node, from: n, epoch: written.epoch, referencesDropped: dropped, ms: Date.now() - t0, outcome: 'ok' }, `volume ${rec.name} taken over from node ${n} (lease expired, fenced at the storage)`);
+      }
+      this.heldEpoch.set(rec.name, written.epoch);
+      this.d.log.info({ op: 'attach', volume: rec.name, node: this.d.node, mode, epoch: written.epoch, outcome: 'ok' }, 'attach');
+      return true;
+    }
   }
 
   /**
@@ -308,13 +453,17 @@ export class VolumeService {
     const out: { volume: string; epoch: number; referencesDropped: number }[] = [];
     for (const rec of await this.d.store.listVolumes()) {
       await this.lock.run(rec.name, async () => {
-        const written = await this.changeAttachments(rec.name, (set) => (set.holders.some((h) => h.node === node)
-          ? { ...set, epoch: set.epoch + 1, holders: set.holders.filter((h) => h.node !== node) } : undefined), `could not be released from node ${node}`, `run ballast node fence ${node} again`);
-        const epoch = written ? written.epoch : -1;
-        let dropped = 0;
-        for (const r of (await this.d.store.mounts(rec.name)).filter((m) => m.node === node)) {
-          for (let k = 0; k < r.count; k++) if ((await this.d.store.removeMount(rec.name, node, r.id)).removed) dropped++;
+        // Cut off at the storage first where the backend can: the operator may be wrong about the node.
+        const before = await this.d.store.getAttachments(rec.name);
+        const h = before.holders.find((x) => x.node === node);
+        const backend = this.d.backends.has(rec.backend) ? this.d.backends.get(rec.backend) : undefined;
+        if (h && backend && canFence(backend)) {
+          this.d.log.warn({ op: 'fence', volume: rec.name, node: this.d.node, fenced: node, outcome: 'ok' }, await backend.fence(rec, h, before.holders.filter((x) => x.node !== node)));
         }
+        const written = await this.changeAttachments(rec.name, (set) => (set.holders.some((x) => x.node === node)
+          ? { ...set, epoch: set.epoch + 1, holders: set.holders.filter((x) => x.node !== node) } : undefined), `could not be released from node ${node}`, `run ballast node fence ${node} again`);
+        const epoch = written ? written.epoch : -1;
+        const dropped = await this.dropNodeRefs(rec.name, node);
         if (epoch >= 0 || dropped > 0) {
           out.push({ volume: rec.name, epoch: epoch >= 0 ? epoch : (await this.d.store.getAttachments(rec.name)).epoch, referencesDropped: dropped });
           this.d.log.warn({ op: 'fence', volume: rec.name, node: this.d.node, fenced: node, epoch, referencesDropped: dropped, outcome: 'ok' }, 'fenced node released');
@@ -332,14 +481,76 @@ export class VolumeService {
   async staleHere(rec: VolumeRecord): Promise<{ holders: string; epoch: number } | undefined> {
     if (!this.d.cluster) return undefined;
     const set = await this.d.store.getAttachments(rec.name);
-    if (set.holders.length === 0 || set.holders.some((h) => h.node === this.d.node)) return undefined;
-    return { holders: set.holders.map((h) => `node ${h.node} (${h.mode} since ${h.since})`).join(', '), epoch: set.epoch };
+    if (set.holders.some((h) => h.node === this.d.node)) return undefined;
+    const known = this.heldEpoch.get(rec.name);
+    if (set.holders.length === 0 && !(known !== undefined && set.epoch > known)) return undefined;
+    return { holders: set.holders.map((h) => `node ${h.node} (${h.mode} since ${h.since})`).join(', ') || 'no node', epoch: set.epoch };
   }
 
   /** Cluster mode: attaches the volume here (read-write) unless it already is; throws when another node holds it. */
   async ensureAttached(rec: VolumeRecord): Promise<void> {
-    if (this.d.cluster) await this.attachHere(rec, this.d.backends.get(rec.backend), 'rw');
+    // Never a takeover: that is for a Mount a caller asked for, not for a repair.
+    if (this.d.cluster) await this.attachHere(rec, this.d.backends.get(rec.backend), 'rw', false);
   }
+
+  /**
+   * Self-fence (src/cluster/self-fence.ts): this node lost etcd while another node may reach it, so
+   * writes to its exclusive volumes stop before its lease can expire for the others: each such volume
+   * mounted here (a backend that serves one writer node at a time: rbd, shared block images) is frozen
+   * (FIFREEZE: writers wait; the kernel first writes out what is dirty, which may hang on a cut-off
+   * server, so the freeze is not waited for beyond a second: writers already wait once it started).
+   * The volume list comes from the store's local copy (it answers for a while without etcd). Returns the
+   * volumes frozen.
+   */
+  async selfFence(reason: string): Promise<string[]> {
+    const out: string[] = [];
+    if (!this.d.exec || !this.d.mounts) return out;
+    for (const rec of await this.d.store.listVolumes()) {
+      if (rec.state !== 'ready' || rec.home || !this.d.backends.has(rec.backend)) continue;
+      const a = this.d.backends.get(rec.backend).access;
+      if (!a.multiNode || a.multiWriter) continue;
+      if (!(await this.d.mounts.at(rec.mountpoint))) continue;
+      const freezing = freezeFs(this.d.exec, mountpointOf(rec));
+      freezing.catch((e: Error) => this.d.log.error({ op: 'self-fence', volume: rec.name, err: e.message }, 'freeze failed'));
+      await Promise.race([freezing.catch(() => undefined), sleep(FREEZE_WAIT_MS)]);
+      this.selfFrozen.set(rec.name, rec);
+      out.push(rec.name);
+      this.d.log.error({ op: 'self-fence', volume: rec.name, node: this.d.node, mountpoint: rec.mountpoint, reason, outcome: 'frozen' }, `volume ${rec.name} frozen on node ${this.d.node}: this node lost etcd (${reason}); its writers wait until etcd answers again`);
+    }
+    return out;
+  }
+
+  /**
+   * etcd answers again after a self-fence: a volume this node still holds is thawed (nothing happened
+   * meanwhile); one another node took over is thawed only where the backend cut this node off at the
+   * storage (its writers then fail instead of hanging) and torn down once its containers here stopped;
+   * anywhere else it stays frozen and is reported. Returns one line per volume.
+   */
+  async resumeAfterSelfFence(): Promise<string[]> {
+    const out: string[] = [];
+    for (const [name, rec] of [...this.selfFrozen]) {
+      await this.lock.run(name, async () => {
+        const set = await this.d.store.getAttachments(name);
+        const mp = mountpointOf(rec);
+        if (set.holders.some((h) => h.node === this.d.node)) {
+          await thawFs(this.d.exec!, mp);
+          this.selfFrozen.delete(name);
+          out.push(`${name}: still held here at epoch ${set.epoch}: thawed`);
+        } else if (canFence(this.d.backends.get(rec.backend))) {
+          await thawFs(this.d.exec!, mp);
+          out.push(`${name}: taken over by ${set.holders.map((h) => h.node).join(', ') || 'another node'} at epoch ${set.epoch}; this node is cut off at the storage: thawed (its writes fail), detached once its containers here stop`);
+          this.selfFrozen.delete(name);
+          if ((await this.d.store.mountCount(name, this.d.node)) === 0) await this.tearDownStale(rec);
+        } else {
+          out.push(`${name}: taken over by ${set.holders.map((h) => h.node).join(', ') || 'another node'} at epoch ${set.epoch}; backend ${rec.backend} cannot cut this node off at the storage, so it stays frozen: stop its containers here and reboot this node`);
+        }
+      });
+    }
+    return out;
+  }
+
+  /** Volumes the self-fence holds frozen now (doctor). */
+  frozenBySelfFence(): string[] { return [...this.selfFrozen.keys()]; }
 
   /** This node lets go of the volume (its last reference is gone and nothing is staged here). */
   private async releaseHere(volume: string): Promise<void> {
@@ -380,7 +591,7 @@ export class VolumeService {
             // An unmount before its ledger change, or a mount committed but never answered: either way
             // the reference goes (and the journal entry with it, in one transaction).
             const r = await this.d.store.removeMount(rec.name, this.d.node, op.mountId, op.id);
-            if (r.total === 0 && rec.state === 'ready') await unstageAtMountpoint(this.d.backends.get(rec.backend), rec, this.d.node);
+            if (r.total === 0 && rec.state === 'ready') await this.unstageHere(rec);
           } else {
             // A mount before its ledger entry: no reference was added; the reconciler unpublishes if
             // nothing else uses the volume.

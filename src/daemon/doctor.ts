@@ -136,3 +136,19 @@ export function leaseCheck(l: { ttlSec: number; held: boolean; renewedAt?: strin
     ? { name: 'cluster lease', ok: true, detail: `held (TTL ${l.ttlSec} s), last renewed ${l.renewedAt ?? 'at start'}${l.lostAt ? `; it was lost at ${l.lostAt} (${l.error ?? 'expired'}) and registered again` : ''}` }
     : { name: 'cluster lease', ok: false, detail: `NOT held since ${l.lostAt ?? 'start'}${l.error ? ` (${l.error})` : ''}: other nodes see this node as down. Check that this node reaches a majority of the etcd members` };
 }
+
+/** Cluster mode: the self-fence (src/cluster/self-fence.ts) and what it froze. */
+export function selfFenceCheck(s: { mode: string; since?: string; reason?: string; volumes: readonly string[]; deadlineInSec?: number }, frozen: readonly string[]): Check {
+  switch (s.mode) {
+    case 'ok':
+      return frozen.length
+        ? { name: 'self-fence', ok: false, detail: `etcd is reachable, but ${frozen.join(', ')} stay${frozen.length > 1 ? '' : 's'} frozen: another node took ${frozen.length > 1 ? 'them' : 'it'} over while this node was cut off, and the backend cannot cut this node off at the storage. Stop the containers using ${frozen.length > 1 ? 'them' : 'it'} here and reboot this node` }
+        : { name: 'self-fence', ok: true, detail: 'not fenced: this node reaches etcd' };
+    case 'etcd-unreachable':
+      return { name: 'self-fence', ok: false, detail: `this node does not reach etcd since ${s.since}; unless its peers confirm that etcd is down for all of them, its exclusive volumes are frozen in ${s.deadlineInSec ?? '?'} s (before its lease can expire for the others)` };
+    case 'etcd-down-everywhere':
+      return { name: 'self-fence', ok: false, detail: `etcd is down for every node since ${s.since} (${s.reason}): volumes stay mounted and writable, since nobody can take one over; new mounts and creates fail until a majority of the etcd members is back` };
+    default:
+      return { name: 'self-fence', ok: false, detail: `FENCED since ${s.since}: this node lost etcd while it could not confirm that the others did too (${s.reason}); writes to ${s.volumes.length ? s.volumes.join(', ') : 'its exclusive volumes (none mounted)'} are stopped (frozen) until it reaches etcd again` };
+  }
+}

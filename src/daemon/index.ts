@@ -2,7 +2,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { Config } from '../config/index.js';
-import { driverName } from '../config/index.js';
+import { clusterTiming, driverName } from '../config/index.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { StoreReserve } from '../store/reserve.js';
 import { LocalMembership, type Membership } from '../cluster/membership.js';
@@ -21,7 +21,9 @@ import { hostExec, type Exec } from '../host/exec.js';
 import { ProcMountTable, type MountTable } from '../host/mountinfo.js';
 import { prepareSocketPath, restrictSocket } from '../host/socket.js';
 import { buildApi } from '../frontends/api.js';
-import { hostChecks, leaseCheck, placementCheck, pluginChecks, reconcilerChecks, spaceCheck } from './doctor.js';
+import { hostChecks, leaseCheck, placementCheck, pluginChecks, reconcilerChecks, selfFenceCheck, spaceCheck } from './doctor.js';
+import type { SelfFence } from '../cluster/self-fence.js';
+import type { PeerServer } from '../frontends/peer/server.js';
 import { SpaceWatcher } from '../reconciler/space.js';
 import { InvalidArgumentError, UnavailableError } from '../core/errors.js';
 import { faultInjector } from '../core/faults.js';
@@ -62,12 +64,30 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   // The node registry: in cluster mode a lease in etcd, renewed while this daemon runs and reaches etcd.
   let store: MetadataStore;
   let membership: Membership = new LocalMembership(config.node, VERSION);
+  // Cluster mode: the peer check (is etcd down for everyone, or only for me?) and the self-fence.
+  let peerServer: PeerServer | undefined;
+  let selfFence: SelfFence | undefined;
+  let selfFenceUp: ((s: VolumeService) => SelfFence) | undefined;
   if (o.store) store = o.store;
   else if (sc.type === 'etcd') {
-    const [{ EtcdStore }, { EtcdMembership }] = await Promise.all([import('../store/etcd.js'), import('../cluster/membership.js')]);
+    const [{ EtcdStore }, { EtcdMembership }, peer, sf] = await Promise.all([import('../store/etcd.js'), import('../cluster/membership.js'), import('../frontends/peer/server.js'), import('../cluster/self-fence.js')]);
     const es = await EtcdStore.open({ ...sc, onEvent: (event, detail) => log[event === 'watch-resumed' ? 'info' : 'warn']({ op: 'store', event, outcome: detail }, `cluster store: ${detail}`) });
     store = es;
-    membership = new EtcdMembership(config.node, es, sc.leaseTtlSec, VERSION, log);
+    const addr = peer.peerAddress(sc.peerListen);
+    let peerUrl: string | undefined;
+    if (addr) {
+      peerServer = new peer.PeerServer(() => ({ node: config.node, etcd: selfFence?.reachesEtcd() ?? true }));
+      try { peerUrl = await peerServer.listen(addr.host, addr.port); } catch (e) {
+        await es.close();
+        throw new UnavailableError(`the peer check of cluster mode cannot listen on ${addr.host}:${addr.port}: ${(e as Error).message}; set store.peerListen to a free "address:port" of this node (or "off", and then a node that loses etcd always stops writing to its exclusive volumes)`);
+      }
+    }
+    const m = new EtcdMembership(config.node, es, { ttlSec: sc.leaseTtlSec, keepaliveSec: sc.keepaliveSec, version: VERSION, peerUrl }, log);
+    membership = m;
+    selfFenceUp = (svc) => new sf.SelfFence({
+      node: config.node, membership: m, marginMs: sc.selfFenceMarginSec * 1000, peerTimeoutMs: sc.peerTimeoutSec * 1000, log,
+      fence: (reason) => svc.selfFence(reason), resume: () => svc.resumeAfterSelfFence(),
+    });
   } else store = new SqliteStore(join(config.root, 'ballast.db'), { reserve, node: config.node });
   const backends = new BackendRegistry()
     .registerType(localFactory).registerType(blockFactory)
@@ -75,7 +95,13 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
     .registerType(cephfsFactory).registerType(rbdFactory)
     .instantiate(config.backends, { root: config.root, exec, mounts, log, fault, node: config.node });
   // Cluster mode: the store is shared by every node (etcd), so volumes are attached before they are staged.
-  const service = new VolumeService({ store, backends, log, node: config.node, defaultBackend: config.defaultBackend, fault, cluster: config.store.type === 'etcd' });
+  const timing = sc.type === 'etcd' ? clusterTiming(sc) : undefined;
+  const service = new VolumeService({
+    store, backends, log, node: config.node, defaultBackend: config.defaultBackend, fault, cluster: config.store.type === 'etcd', exec, mounts,
+    liveness: membership,
+    ...(sc.type === 'etcd' && timing ? { timing: { takeoverGraceMs: sc.takeoverGraceSec * 1000, takeoverWaitMs: timing.takeoverWaitMs, suspectBelowSec: sc.leaseTtlSec - 2 * sc.keepaliveSec - 1 } } : {}),
+  });
+  selfFence = selfFenceUp?.(service);
   // Registers itself as the space gate of backends with thin volumes, before recovery mounts anything.
   const space = new SpaceWatcher({ backends, store, withLock: (v, fn) => service.withLock(v, fn), log, settings: config.space });
   const docker = o.docker === null ? undefined : (o.docker ?? new DockerEngineApi(config.dockerHost, 3000));
@@ -101,6 +127,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
         ...reconcilerChecks(reconciler.status().last ?? first, reconciler.status().counters),
         placementCheck(await service.placementDrift()),
         ...(membership.lease() ? [leaseCheck(membership.lease()!)] : []),
+        ...(selfFence ? [selfFenceCheck(selfFence.status(), service.frozenBySelfFence())] : []),
         spaceCheck(space.report()),
         ...(reserve ? [reserve.check()] : []),
       ],
@@ -115,7 +142,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
       const [registered, held] = await Promise.all([membership.nodes(), service.holdings()]);
       const names = new Set([...registered.map((n) => n.name), ...held.keys()]);
       return {
-        node: config.node, lease: membership.lease(),
+        node: config.node, lease: membership.lease(), ...(selfFence ? { selfFence: selfFence.status() } : {}),
         nodes: [...names].sort().map((name) => {
           const r = registered.find((n) => n.name === name);
           return { name, alive: r?.alive ?? false, ...(r?.since ? { since: r.since } : {}), ...(r?.version ? { version: r.version } : {}), volumes: held.get(name) ?? [] };
@@ -133,6 +160,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const serveMs = Math.round(performance.now() - t0);
   log.info({ socket: config.socket, adminSocket: config.adminSocket, root: config.root, driver: driverName(config.socket), backends: backends.names(), version: VERSION, serveMs, reconciledMs, reconcilePassMs: first.ms, volumes: first.volumes, recovered: recovered.length, repairs: first.repairs.length }, 'ballast serving');
   await membership.start();
+  selfFence?.start();
   reconciler.start();
   await space.start();
   // Swarm schedules onto a legacy plugin only once dockerd has activated it; a volume list does that.
@@ -147,7 +175,9 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const stop = (reason = 'stop') => (stopping ??= (async () => {
     log.info({ reason }, 'ballast stopping; mounts stay in place');
     await reconciler.stop();
+    selfFence?.stop();
     await membership.stop();
+    await peerServer?.close();
     await space.stop();
     const closing = api.close();
     const drained = await Promise.race([

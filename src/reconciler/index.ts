@@ -9,7 +9,7 @@ import type { MountTable } from '../host/mountinfo.js';
 import type { LoopDevice } from '../host/blockdev.js';
 import type { DockerApi } from '../host/docker-api.js';
 
-export type RepairKind = 'unmount-unreferenced' | 'remount-referenced' | 'remount-dead' | 'leaked-reference' | 'orphan-cleaned' | 'released-idle';
+export type RepairKind = 'unmount-unreferenced' | 'remount-referenced' | 'remount-dead' | 'leaked-reference' | 'orphan-cleaned' | 'released-idle' | 'stale-detached';
 
 export interface Repair { readonly kind: RepairKind; readonly volume: string; readonly detail: string }
 export interface Uncertain { readonly volume: string; readonly since: string; readonly error: string; readonly attempts: number; readonly nextTry: string }
@@ -63,7 +63,7 @@ const BACKOFF_MAX_MS = 300_000;
 export class Reconciler {
   private readonly uncertain = new Map<string, { since: string; error: string; attempts: number; nextTry: number }>();
   private readonly counters: Record<RepairKind | 'passes' | 'failures', number> = {
-    passes: 0, failures: 0, 'unmount-unreferenced': 0, 'remount-referenced': 0, 'remount-dead': 0, 'leaked-reference': 0, 'orphan-cleaned': 0, 'released-idle': 0,
+    passes: 0, failures: 0, 'unmount-unreferenced': 0, 'remount-referenced': 0, 'remount-dead': 0, 'leaked-reference': 0, 'orphan-cleaned': 0, 'released-idle': 0, 'stale-detached': 0,
   };
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<PassReport> | undefined;
@@ -165,6 +165,11 @@ export class Reconciler {
           if (state === 'mounted') {
             const s = await this.d.service.staleHere(cur);
             if (s) {
+              // Nothing references it here any more and the backend cut this node off at the storage: detach it without a write.
+              if (phase === 'unmount' && (await this.d.store.mountCount(cur.name, this.d.node)) === 0 && await this.d.service.tearDownStale(cur)) {
+                repairs.push({ kind: 'stale-detached', volume: cur.name, detail: `held by ${s.holders} at epoch ${s.epoch}, and this node is cut off at the storage: its staging here was detached without writing` });
+                return;
+              }
               if (phase === 'unmount') stale.push({ volume: cur.name, detail: `mounted on this node, but held by ${s.holders} at epoch ${s.epoch}: this node was fenced or its volume taken over. Ballast leaves the mount alone (an unmount would write to storage another node now owns); stop the containers using it here and reboot this node, or detach it by hand with umount -l ${cur.mountpoint}` });
               return;
             }

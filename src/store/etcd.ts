@@ -166,7 +166,21 @@ export class EtcdStore implements MetadataStore {
    * For the node registry (src/cluster/membership.ts), on this store's client and under its prefix:
    * a lease of `ttlSec` kept alive by the client, and a bounded, linearizable read of the `nodes/` keys.
    */
-  nodeLease(ttlSec: number): Lease { return this.client.namespace(this.prefix).lease(ttlSec, { autoKeepAlive: true }); }
+  nodeLease(ttlSec: number): Lease { return this.client.namespace(this.prefix).lease(ttlSec, { autoKeepAlive: false }); }
+  /**
+   * Seconds etcd itself still counts on the lease that keeps `node` registered, or undefined when the
+   * node is not registered (its lease expired or was revoked). A live node renews every few seconds, so
+   * a count well below the TTL means it missed renewals: it is suspect, and soon down or back.
+   */
+  async nodeLeaseLeft(node: string): Promise<number | undefined> {
+    return this.withDeadline(`reading the lease of node ${node}`, Date.now() + this.timeoutMs, async () => {
+      const ns = this.client.namespace(this.prefix);
+      const kv = (await ns.get(this.nodeKey(node)).exec()).kvs[0];
+      if (!kv || kv.lease === '0') return undefined;
+      const ttl = Number((await ns.leaseClient.leaseTimeToLive({ ID: kv.lease })).TTL);
+      return ttl > 0 ? ttl : undefined;
+    });
+  }
   /** `nodes/<name>`: bound to the node's lease (present while it is up). */
   nodeKey(node: string): string { return `nodes/${enc(node)}`; }
   /** `known/<name>`: written at every start and never bound to a lease, so a node that is down is still listed. */

@@ -11,7 +11,7 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startBallast, uniqueName, type BallastProc } from '../helpers/ballast.js';
 import { run, sleep, waitFor } from '../helpers/proc.js';
@@ -39,7 +39,7 @@ describe('cluster mode: two nodes on one etcd (e2e)', { skip: SKIP ?? false }, (
       const file = join(scratch, `${node}.json`);
       writeFileSync(file, JSON.stringify({
         node,
-        store: { type: 'etcd', endpoints: etcd!.endpoints, prefix: `/ballast-test-${process.pid}/`, timeoutSec: 3, leaseTtlSec: TTL },
+        store: { type: 'etcd', endpoints: etcd!.endpoints, prefix: `/ballast-test-${process.pid}/`, timeoutSec: 3, leaseTtlSec: TTL, peerListen: '127.0.0.1:0' },
         defaultBackend: 'local',
         backends: {
           local: { type: 'local' },
@@ -67,6 +67,7 @@ describe('cluster mode: two nodes on one etcd (e2e)', { skip: SKIP ?? false }, (
       await p.stop();
     }
     await etcd?.stop();
+    if (scratch && process.env.BALLAST_KEEP_LOGS) for (const n of ['a', 'b']) try { copyFileSync(join(scratch, n, 'daemon.log'), `${process.env.BALLAST_KEEP_LOGS}/${n}.log`); } catch { /* none */ }
     if (scratch) rmSync(scratch, { recursive: true, force: true });
   });
 
@@ -190,7 +191,10 @@ describe('cluster mode: two nodes on one etcd (e2e)', { skip: SKIP ?? false }, (
     await ok(B(), 'Unmount', { Name: vol, ID: 'b'.repeat(64) });
     const fsck = await run(['e2fsck', '-fn', join(scratch, 'shared-images', `${vol}.img`)]);
     assert.equal(fsck.code, 0, `clean with node b's writes: ${fsck.stdout}${fsck.stderr}`);
-    // The operator detaches the stale mount on node a by hand, as doctor says.
+    // Woken up with its lease long gone, node a may have fenced itself (frozen the volume) before it learnt
+    // that b holds it; it then keeps it frozen (a thaw would flush onto storage b owns). The operator detaches
+    // the stale mount on node a by hand; this test thaws it first (node a wrote nothing after the fence).
+    await run(['nsenter', '-t', String(A().pid()), '-m', 'fsfreeze', '-u', '--', mp]);
     assert.equal((await run(['nsenter', '-t', String(A().pid()), '-m', 'umount', '-l', '--', mp])).code, 0);
     await ok(B(), 'Remove', { Name: vol });
   });

@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import pino from 'pino';
-import { rbdFactory } from './index.js';
-import { canAttach, type BackendContext } from '../types.js';
+import { learnedAddrs, rbdFactory } from './index.js';
+import { canAttach, canFence, type BackendContext } from '../types.js';
 import { stageAtMountpoint } from '../node-ops.js';
 import type { MountTable } from '../../host/mountinfo.js';
 import type { Exec, ExecResult } from '../../host/exec.js';
@@ -54,5 +54,84 @@ test('rbd: a second node is refused at attach, and the message names the node ho
       return true;
     });
     assert.ok(!h.calls.some((c) => c[0] === 'rbd-fuse'), 'nothing attached');
+  } finally { h.done(); }
+});
+
+test('rbd: learnedAddrs reads the client addresses of an rbd-fuse log, in order, once each', () => {
+  const log = [
+    '  -224> 2026-12-02T00:38:50.700+0000 7f0da5db06c0  1 -- 10.98.0.11:0/2537023686 learned_addr learned my addr 10.98.0.11:0/2537023686 (peer_addr_for_me v2:10.98.0.11:0/0)',
+    '   -48> 2026-12-02T00:38:50.720+0000 7f0d97fff6c0  1 -- 10.98.0.11:0/1802301862 learned_addr learned my addr 10.98.0.11:0/1802301862 (peer_addr_for_me v2:10.98.0.11:0/0)',
+    '2026-12-02T00:38:51.720+0000 7f0d97fff6c0  1 -- 10.98.0.11:0/1802301862 learned_addr learned my addr 10.98.0.11:0/1802301862 (peer_addr_for_me v2:10.98.0.11:0/0)',
+    'learned my addr v2:[::1]:0/77 (peer_addr_for_me v2:[::1]:0/0)',
+    'learned my addr 10.0.0.1:0/12;rm (not an address)',
+  ].join('\n');
+  assert.deepEqual(learnedAddrs(log), ['10.98.0.11:0/2537023686', '10.98.0.11:0/1802301862', '[::1]:0/77']);
+  assert.deepEqual(learnedAddrs(''), []);
+});
+
+test('rbd: every rbd-fuse starts with the cache off and bounded op timeouts on its command line (they beat ceph.conf)', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'rbd-unit-'));
+  const mounted = new Map<string, string>();
+  const calls: string[][] = [];
+  const exec: Exec = async (argv) => {
+    calls.push([...argv]);
+    if (argv[0] === 'rbd-fuse') mounted.set(argv[argv.length - 1], 'fuse.rbd-fuse');
+    if (argv[0] === 'mount') mounted.set(argv[argv.length - 1], 'ext4');
+    return { code: 0, stdout: '', stderr: '' };
+  };
+  const mounts: MountTable = {
+    list: async () => [...mounted].map(([mountpoint, fstype], i) => ({ id: i, parent: 0, majorMinor: '0:0', root: '/', mountpoint, options: 'rw', fstype, source: 'x', superOptions: '' })),
+    at: async (p) => (await mounts.list()).find((m) => m.mountpoint === p),
+  };
+  const ctx: BackendContext = { root, exec, mounts, log: pino({ level: 'silent' }), node: 'node-a' };
+  try {
+    const b = rbdFactory.create('rbd', { conf: '/etc/ceph/ceph.conf', opTimeoutSec: 7 }, ctx);
+    const v = { ...vol({ image: 'img', fstype: 'ext4', mountopts: [], existing: true }), mountpoint: join(root, 'mp'), details: { fuseDir: join(root, 'fuse', 'v1') } };
+    await b.stage(v, v.mountpoint, { attachment: { attachmentId: 'ballast-node-a', connection: {} } });
+    const fuse = calls.find((c) => c[0] === 'rbd-fuse');
+    assert.ok(fuse, 'rbd-fuse was started');
+    for (const a of ['--rbd_cache=false', '--rados_osd_op_timeout=7', '--rados_mon_op_timeout=7', '--client_mount_timeout=7', '--debug_ms=0/1']) assert.ok(fuse.includes(a), `${a} in ${fuse.join(' ')}`);
+    assert.ok(fuse.some((a) => /^--admin_socket=\/.*\.asok$/.test(a)) && fuse.some((a) => /^--log_file=\/.*\.log$/.test(a)), 'its own admin socket and log');
+    assert.ok(fuse.indexOf('--rbd_cache=false') < fuse.indexOf('-p'), 'options before the image arguments');
+    const set = calls.findIndex((c) => c.includes('config') && c.includes('debug_ms'));
+    assert.ok(set > calls.indexOf(fuse) && calls[set].join(' ').endsWith('config set debug_ms 0/0'), 'the messenger log is turned off after the start');
+    assert.throws(() => rbdFactory.create('rbd', { conf: '/etc/ceph/ceph.conf', opTimeoutSec: 40, timeoutSec: 30 }, ctx), /opTimeoutSec \(40\) may not exceed timeoutSec \(30\)/);
+  } finally { rmSync(root, { recursive: true, force: true }); }
+});
+
+test('rbd: fence blocklists the holder\'s claimed clients and every unclaimed watcher, keeps the clients other nodes claimed, then removes the holder\'s lock', async () => {
+  const watchers = [{ address: '10.0.0.1:0/111', client: 1 }, { address: '10.0.0.2:0/222', client: 2 }, { address: '10.0.0.3:0/333', client: 3 }];
+  const h = host((argv) => {
+    if (argv.includes('status')) return { code: 0, stdout: JSON.stringify({ watchers }), stderr: '' };
+    if (argv.includes('lock') && argv.includes('ls')) return { code: 0, stdout: JSON.stringify([{ id: 'ballast-node-x', locker: 'client.9', address: '10.0.0.1:0/5' }]), stderr: '' };
+    return { code: 0, stdout: '', stderr: '' };
+  });
+  try {
+    assert.ok(canFence(h.b), 'rbd can fence');
+    const v = vol({ image: 'img', fstype: 'ext4', mountopts: [], existing: true });
+    const said = await h.b.fence(v, { node: 'node-x', claim: { clients: '10.0.0.1:0/111,10.0.0.9:0/999,bad;addr' } }, [{ node: 'node-y', claim: { clients: '10.0.0.2:0/222' } }]);
+    const cmds = h.calls.map((c) => c.join(' '));
+    const bl = cmds.filter((c) => c.includes('osd blocklist add'));
+    assert.deepEqual(bl.map((c) => c.replace(/.* osd blocklist add /, '')), ['10.0.0.1:0/111 3600', '10.0.0.9:0/999 3600', '10.0.0.3:0/333 3600']);
+    const rm = cmds.findIndex((c) => c.includes('lock rm rbd/img ballast-node-x client.9'));
+    assert.ok(rm > cmds.lastIndexOf(bl[bl.length - 1]), 'the lock goes only after the blocklist entries are made');
+    assert.match(said, /^volume v1 \(rbd image rbd\/img\): node node-x is cut off at the OSDs \(blocklisted 10\.0\.0\.1:0\/111, 10\.0\.0\.9:0\/999, 10\.0\.0\.3:0\/333 for 3600 s\); its lock ballast-node-x is removed$/);
+  } finally { h.done(); }
+});
+
+test('rbd: a fence the cluster refuses is Unavailable, naming the volume and the node, and leaves the lock', async () => {
+  const h = host((argv) => {
+    if (argv.includes('status')) return { code: 0, stdout: JSON.stringify({ watchers: [] }), stderr: '' };
+    if (argv.includes('blocklist')) return { code: 13, stdout: '', stderr: 'Error EACCES: access denied' };
+    return { code: 0, stdout: '[]', stderr: '' };
+  });
+  try {
+    const v = vol({ image: 'img', fstype: 'ext4', mountopts: [], existing: true });
+    await assert.rejects(canFence(h.b) ? h.b.fence(v, { node: 'node-x', claim: { clients: '10.0.0.1:0/111' } }, []) : Promise.resolve(), (e: Error & { code?: string }) => {
+      assert.equal(e.code, 'Unavailable');
+      assert.match(e.message, /^could not fence node node-x off volume v1 \(rbd image rbd\/img\): the OSD blocklist entry for client 10\.0\.0\.1:0\/111 was not made: .*access denied/);
+      return true;
+    });
+    assert.ok(!h.calls.some((c) => c.includes('lock')), 'the lock stays while the node is not cut off');
   } finally { h.done(); }
 });

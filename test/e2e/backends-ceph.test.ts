@@ -42,6 +42,12 @@ import { pidAlive, run, sleep, waitFor } from '../helpers/proc.js';
 import { cephSkipReason, startCeph, type CephCluster } from '../servers/ceph.js';
 import { parseMountinfo } from '../../src/host/mountinfo.js';
 import { teardownSuite } from '../helpers/leftovers.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import pino from 'pino';
+import { rbdFactory, type RbdBackend } from '../../src/backends/rbd/index.js';
+import { hostExec } from '../../src/host/exec.js';
+import { ProcMountTable } from '../../src/host/mountinfo.js';
+import type { VolumeRecord } from '../../src/core/types.js';
 
 const SKIP = dockerSkipReason() ?? cephSkipReason();
 const IMAGE = 'busybox:local';
@@ -228,6 +234,73 @@ const NS_WRAP = ['unshare', '-m', '--propagation', 'private', 'sh', '-c',
   `awk '{ split($0, h, " - "); split(h[1], l, " "); split(h[2], r, " "); mp = l[5];
          if (r[1] ~ /^fuse/ || r[2] ~ /^\\/dev\\/loop/ || r[1] == "overlay" || mp ~ /^\\/var\\/tmp\\// || mp ~ /^\\/tmp\\//) print mp }' /proc/self/mountinfo \
    | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done; exec "$@"`, 'ballast-node-b'];
+
+
+// ---- RBD fencing: two RbdBackend instances in this process stand for node a and node b ------------
+
+/** An RbdBackend of its own (own root dir), as node `node` of a cluster would have it. */
+function rbdNode(node: string): RbdBackend {
+  const root = join(scratch, `fence-${node}`);
+  mkdirSync(root, { recursive: true });
+  return rbdFactory.create('rbd', { conf: c().conf, keyring: c().keyring, timeoutSec: 30 }, {
+    root, exec: hostExec, mounts: new ProcMountTable(), log: pino({ level: 'silent' }), node,
+  }) as RbdBackend;
+}
+/** The record node `b` would read from the store for volume `name` (paths placed by that node). */
+function rbdRecord(b: RbdBackend, name: string, size = '64M'): VolumeRecord {
+  const pl = b.place(name);
+  return { name, backend: 'rbd', spec: b.parseOptions({ size }), mountpoint: pl.mountpoint, createdAt: new Date().toISOString(), state: 'ready', details: pl.details ?? {}, revision: 1 };
+}
+const fuseDirOfRec = (v: VolumeRecord) => v.details.fuseDir as string;
+/** The rbd-fuse process of a fuse dir (its argv names it), if any. */
+function rbdFuseAt(dir: string): Proc[] { return fuseClients(join(dir, '..')).filter((p) => p.argv[0].endsWith('rbd-fuse') && p.argv.includes(dir)); }
+/** Loop devices whose backing file lies under dir (sysfs via losetup -l; never a stat of the file). */
+async function loopsUnder(dir: string): Promise<string[]> {
+  const r = await run(['losetup', '-J', '-l', '-O', 'NAME,BACK-FILE'], { timeoutMs: 10_000 });
+  if (!r.stdout.trim()) return [];
+  return (JSON.parse(r.stdout) as { loopdevices: { name: string; 'back-file': string | null }[] }).loopdevices
+    .filter((d) => (d['back-file'] ?? '').startsWith(dir + '/')).map((d) => d.name);
+}
+async function rbdWatchers(image: string): Promise<string[]> {
+  return (JSON.parse(await c().ok('rbd', ['status', `rbd/${image}`, '--format', 'json'])) as { watchers: { address: string }[] }).watchers.map((w) => w.address);
+}
+/** Appends n to <dir>/counter and fsyncs it, n = 1, 2, ...; logs "ok n ms" or "err n ms CODE" per try to `log`. */
+const COUNTER_WRITER = `
+const fs = require('fs'); const [dir, log] = process.argv.slice(-2); const L = fs.openSync(log, 'a'); const nap = new Int32Array(new SharedArrayBuffer(4));
+for (let n = 1; ; n++) {
+  try { const fd = fs.openSync(dir + '/counter', 'a'); try { fs.writeSync(fd, n + '\\n'); fs.fsyncSync(fd); fs.writeSync(L, 'ok ' + n + ' ' + Date.now() + '\\n'); } finally { fs.closeSync(fd); } }
+  catch (e) { fs.writeSync(L, 'err ' + n + ' ' + Date.now() + ' ' + e.code + '\\n'); }
+  Atomics.wait(nap, 0, 0, 50);
+}`;
+interface WriterLine { kind: 'ok' | 'err'; n: number; ms: number; code?: string }
+function writerLog(file: string): WriterLine[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => { const [kind, n, ms, code] = l.split(' '); return { kind: kind as 'ok' | 'err', n: Number(n), ms: Number(ms), code }; });
+}
+async function stopChild(ch: ChildProcess | undefined): Promise<void> {
+  if (!ch || ch.exitCode !== null || ch.signalCode !== null) return;
+  const gone = new Promise((r) => ch.once('exit', r));
+  ch.kill('SIGKILL');
+  await Promise.race([gone, sleep(5_000)]);
+}
+/** e2fsck -fn of the image, through a read-only loop device on an rbd-fuse of its own; returns e2fsck's rc and output. */
+async function fsckImage(image: string): Promise<{ code: number; out: string }> {
+  const dir = mkdtempSync(join(scratch, 'fsck-'));
+  const r = await run(['rbd-fuse', '-c', c().conf, '--keyring', c().keyring, '-p', 'rbd', '-r', image, dir], { timeoutMs: 30_000 });
+  assert.equal(r.code, 0, `rbd-fuse for fsck: ${r.stderr}`);
+  let loop = '';
+  try {
+    await waitFor(() => existsSync(join(dir, image)), `rbd-fuse to show ${image}`, 10_000);
+    loop = (await run(['losetup', '-f', '--show', '-r', join(dir, image)], { timeoutMs: 10_000 })).stdout.trim();
+    assert.match(loop, /^\/dev\/loop\d+$/);
+    const f = await run(['e2fsck', '-fn', loop], { timeoutMs: 60_000 });
+    return { code: f.code, out: f.stdout + f.stderr };
+  } finally {
+    if (loop) await run(['losetup', '-d', loop], { timeoutMs: 10_000 });
+    await run(['umount', dir], { timeoutMs: 10_000 });
+    await waitFor(() => rbdFuseAt(dir).length === 0 || undefined, 'the fsck rbd-fuse to exit', 10_000).catch(() => undefined);
+  }
+}
 
 // ---- suite ---------------------------------------------------------------------------------------
 
@@ -715,5 +788,125 @@ describe('Ceph backends: cephfs, rbd, s3 on radosgw (e2e)', () => {
     for (const k of ['cephfs', 'rbd', 's3'] as const) await removeContainer(hs[k]);
     for (const k of ['cephfs', 'rbd', 's3'] as const) await removeVolume(vs[k]);
     assert.ok(existsSync(c().passwdFile));
+  });
+
+  // RBD fencing (the Fencer ability), against the real cluster -----------------------------------
+  t('rbd: claim names the address of this node\'s rbd-fuse client, which rbd status lists as the image\'s watcher; rbd-fuse runs with the cache off and bounded op timeouts', async () => {
+    const na = rbdNode('a');
+    const v = rbdRecord(na, uniqueName('rbdc-'));
+    let staged = false;
+    const laps: string[] = [];
+    let l0 = Date.now();
+    const lap = (what: string) => { laps.push(`${what} ${Date.now() - l0} ms`); l0 = Date.now(); };
+    try {
+      await na.provision(v);
+      lap('provision');
+      assert.deepEqual(await rbdWatchers(v.name), [], 'create leaves no client');
+      await na.stage(v, v.mountpoint, { attachment: await na.attach(v, 'a') });
+      staged = true;
+      lap('attach+stage');
+      const claim = await na.claim(v, v.mountpoint);
+      lap('claim');
+      assert.ok(claim, 'a claim after a read-write stage');
+      assert.match(claim.clients, /^127\.0\.0\.1:0\/\d+$/, 'one client, IP:0/nonce');
+      assert.deepEqual(await rbdWatchers(v.name), [claim.clients], 'rbd status lists exactly the claimed client');
+      // The settings as rbd-fuse runs with them (its admin socket), whatever ceph.conf says.
+      const [p] = rbdFuseAt(fuseDirOfRec(v));
+      assert.ok(p, 'rbd-fuse runs');
+      const asok = p.argv.find((x) => x.startsWith('--admin_socket='))!.slice('--admin_socket='.length);
+      const get = async (k: string) => (JSON.parse((await run(['ceph', '--admin-daemon', asok, 'config', 'get', k], { timeoutMs: 10_000 })).stdout) as Record<string, string>)[k];
+      assert.deepEqual({ cache: await get('rbd_cache'), osd: await get('rados_osd_op_timeout'), mon: await get('rados_mon_op_timeout'), mount: await get('client_mount_timeout'), ms: await get('debug_ms') },
+        { cache: 'false', osd: '10', mon: '10', mount: '10', ms: '0/0' });
+      await na.unstage(v, v.mountpoint);
+      staged = false;
+      lap('unstage');
+      assert.equal(await na.claim(v, v.mountpoint), undefined, 'nothing to claim once unstaged');
+      await waitFor(async () => (await rbdWatchers(v.name)).length === 0 || undefined, 'the watch to go with rbd-fuse', 15_000);
+      lap('watch gone');
+    } finally {
+      if (staged) await na.unstage(v, v.mountpoint).catch(() => undefined);
+      await na.deprovision(v).catch((err) => console.error(`rbd claim test cleanup: ${err}`));
+      lap('deprovision');
+      timings.push(`rbd claim: ${laps.join(', ')}`);
+    }
+  });
+
+  t('rbd: fence cuts a writing node off within a second; the new node finds every fsync\'d counter and nothing after; unstageFenced leaves no mount, loop device or rbd-fuse', async () => {
+    const na = rbdNode('a');
+    const nb = rbdNode('b');
+    const name = uniqueName('rbdf-');
+    const va = rbdRecord(na, name);
+    const vb = rbdRecord(nb, name);
+    const log = join(scratch, `${name}-writer.log`);
+    let writer: ChildProcess | undefined;
+    let aStaged = false;
+    let bStaged = false;
+    try {
+      await na.provision(va);
+      await na.stage(va, va.mountpoint, { attachment: await na.attach(va, 'a') });
+      aStaged = true;
+      const claim = await na.claim(va, va.mountpoint);
+      assert.ok(claim);
+      writer = spawn(process.execPath, ['-e', COUNTER_WRITER, va.mountpoint, log], { stdio: 'ignore', cwd: scratch });
+      await waitFor(() => writerLog(log).filter((l) => l.kind === 'ok').length >= 20 || undefined, 'the writer to fsync 20 counters', 30_000);
+      assert.deepEqual(writerLog(log).filter((l) => l.kind === 'err'), [], 'no error before the fence');
+
+      const t0 = Date.now();
+      const said = await nb.fence(vb, { node: 'a', claim }, []);
+      const fenced = Date.now();
+      assert.match(said, new RegExp(`^volume ${name} \\(rbd image rbd/${name}\\): node a is cut off at the OSDs \\(blocklisted ${claim.clients.replace(/[./]/g, '\\$&')} for 3600 s\\); its lock ballast-a is removed$`));
+      assert.deepEqual(await rbdLocks(name), [], 'a\'s lock is gone');
+      const firstErr = await waitFor(() => writerLog(log).find((l) => l.kind === 'err'), 'the writer\'s first error after the fence', 5_000, 10);
+      const errAfterMs = firstErr.ms - fenced;
+      timings.push(`rbd fence: fence() (rbd status, ceph osd blocklist add, rbd lock ls + rm) took ${fenced - t0} ms; the writer's first error (${firstErr.code}) came ${firstErr.ms - t0} ms after fence() started, ${errAfterMs} ms after it resolved`);
+      assert.ok(errAfterMs <= 2_000, `the writer's next fsync fails within 2 s of the fence (took ${errAfterMs} ms)`);
+      assert.equal(firstErr.code, 'EIO');
+      const okBefore = writerLog(log).filter((l) => l.kind === 'ok' && l.ms <= firstErr.ms);
+
+      // The fenced writer keeps trying for 2 s more; none of it may succeed or reach the image.
+      await sleep(2_000);
+      await stopChild(writer);
+      const acked = writerLog(log).filter((l) => l.kind === 'ok').map((l) => l.n);
+      assert.deepEqual(acked, okBefore.map((l) => l.n), 'no fsync of a succeeded after its first error');
+      assert.ok(writerLog(log).filter((l) => l.kind === 'err').length >= 10, 'the fenced writer kept trying');
+
+      // a learns it was fenced: its staging goes, without a flush, within a bound. (Here, before b
+      // stages: on one host a fenced rbd-fuse that still lives hangs every scan of the loop devices,
+      // mount -o loop's included, in LOOP_GET_STATUS's getattr of its image file.)
+      const u0 = Date.now();
+      await na.unstageFenced(va, va.mountpoint);
+      const unstageMs = Date.now() - u0;
+      aStaged = false;
+      timings.push(`rbd unstageFenced: ${unstageMs} ms`);
+      assert.ok(unstageMs < 15_000, `unstageFenced returns within 15 s (took ${unstageMs} ms)`);
+      assert.deepEqual(mountsAt(va.mountpoint), [], 'a\'s filesystem is detached');
+      assert.deepEqual(mountsAt(fuseDirOfRec(va)), [], 'a\'s rbd-fuse mount is detached');
+      assert.deepEqual(rbdFuseAt(fuseDirOfRec(va)), [], 'a\'s rbd-fuse is gone');
+      await waitFor(async () => (await loopsUnder(fuseDirOfRec(va))).length === 0 || undefined, 'a\'s loop device to go', 10_000);
+      await na.unstageFenced(va, va.mountpoint); // idempotent: nothing staged is success
+
+      // b takes over and finds exactly what a's fsyncs acknowledged.
+      await nb.stage(vb, vb.mountpoint, { attachment: await nb.attach(vb, 'b') });
+      bStaged = true;
+      const seen = readFileSync(join(vb.mountpoint, 'counter'), 'utf8').split('\n').filter(Boolean).map(Number);
+      const lastOk = acked[acked.length - 1];
+      assert.deepEqual(seen, Array.from({ length: lastOk }, (_, i) => i + 1), `b sees counters 1..${lastOk}, the last one a's fsync acknowledged, and nothing after`);
+      writeFileSync(join(vb.mountpoint, 'counter'), 'b\n', { flag: 'a' });
+      const fd = await run(['sync', join(vb.mountpoint, 'counter')], { timeoutMs: 20_000 });
+      assert.equal(fd.code, 0, 'the new owner writes and syncs');
+
+      await nb.unstage(vb, vb.mountpoint);
+      bStaged = false;
+      await nb.detach(vb, 'b');
+      const fsck = await fsckImage(name);
+      assert.equal(fsck.code, 0, `e2fsck -fn is clean after b's mount replayed the journal:\n${fsck.out}`);
+    } finally {
+      await stopChild(writer);
+      if (aStaged) await na.unstageFenced(va, va.mountpoint).catch((err) => console.error(`rbd fence test cleanup (a): ${err}`));
+      if (bStaged) await nb.unstage(vb, vb.mountpoint).catch((err) => console.error(`rbd fence test cleanup (b): ${err}`));
+      await nb.detach(vb, 'b').catch(() => undefined);
+      await waitFor(async () => (await rbdWatchers(name)).length === 0 || undefined, 'the image\'s watchers to go', 30_000).catch(() => undefined);
+      await nb.deprovision(vb).catch((err) => console.error(`rbd fence test cleanup: ${err}`));
+    }
   });
 });

@@ -19,18 +19,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { WRITER_SCRIPT as SCRIPT, readWriterLog, type WriterLog } from '../../helpers/writer-workload.js';
 import { join } from 'node:path';
 import type { Cluster, ClusterNode } from '../../helpers/cluster.js';
 import { run, sleep, waitFor } from '../../helpers/proc.js';
-
-/** What one writer saw: the counters whose fsync succeeded, and those that failed. */
-interface WriterLog { oks: number[]; errs: number[]; firstOkAt?: number }
-
-const SCRIPT = [
-  "trap 'exit 0' TERM INT",
-  'H=$(hostname); L=/log/$H.log; n=0',
-  'while :; do n=$((n+1)); if echo "$H $n" >> /data/counter && sync /data/counter; then echo "ok $n $(date +%s)" >> $L; else echo "err $n $(date +%s)" >> $L; fi; sleep 0.1; done',
-].join('\n');
 
 export function failoverTests(get: () => Cluster): void {
   const vol = `fo-${randomBytes(3).toString('hex')}`;
@@ -41,16 +33,7 @@ export function failoverTests(get: () => Cluster): void {
 
   const manager = () => get().nodes[0];
   const byHost = (h: string) => get().nodes.find((n) => n.hostname === h)!;
-  const readLog = (host: string): WriterLog => {
-    const f = join(logDir, `${host}.log`);
-    const out: WriterLog = { oks: [], errs: [] };
-    if (!existsSync(f)) return out;
-    for (const line of readFileSync(f, 'utf8').split('\n')) {
-      const [k, n] = line.split(' ');
-      if (k === 'ok') out.oks.push(Number(n)); else if (k === 'err') out.errs.push(Number(n));
-    }
-    return out;
-  };
+  const readLog = (host: string): WriterLog => readWriterLog(logDir, host);
   /** Where the service's running task is (the node's hostname), per the manager. */
   const runningOn = async (): Promise<string | undefined> => {
     const r = await manager().docker(['service', 'ps', svc, '--filter', 'desired-state=running', '--format', '{{.Node}} {{.CurrentState}}'], 20_000);

@@ -1,6 +1,7 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { daemonLogger } from './logger.js';
 import type { Config } from '../config/index.js';
 import { clusterTiming, driverName } from '../config/index.js';
 import { SqliteStore } from '../store/sqlite.js';
@@ -48,7 +49,7 @@ export interface RunningDaemon {
 
 /** Composition root: config -> store -> backends -> service -> frontends. */
 export async function startDaemon(config: Config, o: DaemonOverrides = {}): Promise<RunningDaemon> {
-  const log = o.log ?? pino({ level: config.logLevel, base: { pid: process.pid } });
+  const log = o.log ?? daemonLogger(config.logLevel);
   const exec = o.exec ?? hostExec;
   const mounts = o.mounts ?? new ProcMountTable();
   await mkdir(config.root, { recursive: true, mode: 0o700 });

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 
 export interface MountEntry {
   readonly id: number;
@@ -42,9 +42,15 @@ export interface MountTable {
   at(path: string): Promise<MountEntry | undefined>;
 }
 
+/**
+ * /proc/self/mountinfo, read synchronously: the kernel writes the text from its mount list without
+ * touching any filesystem (a hung NFS or FUSE mount cannot block the read), and it is parsed on this
+ * thread anyway. fs.promises.readFile would make it four trips to the thread pool (open, fstat, read
+ * until EOF, close) on every first Mount and every Unmount of a block volume.
+ */
 export class ProcMountTable implements MountTable {
   constructor(private readonly file = '/proc/self/mountinfo') {}
-  async list(): Promise<MountEntry[]> { return parseMountinfo(await readFile(this.file, 'utf8')); }
+  async list(): Promise<MountEntry[]> { return parseMountinfo(readFileSync(this.file, 'utf8')); }
   async at(path: string): Promise<MountEntry | undefined> {
     const all = await this.list();
     for (let i = all.length - 1; i >= 0; i--) if (all[i].mountpoint === path) return all[i];

@@ -276,11 +276,19 @@ export class VolumeService {
     return true;
   }
 
+  /**
+   * After the reconciler mounted a dead staging again (a new storage client): the claim is recorded
+   * afresh, under the volume's lock (the caller holds it).
+   */
+  async refreshClaim(rec: VolumeRecord): Promise<void> {
+    if (this.d.cluster) await this.recordClaim(rec, this.d.backends.get(rec.backend));
+  }
+
   /** Stores this node's storage claim (Fencer.claim) in its attachment, when it changed. */
   private async recordClaim(rec: VolumeRecord, backend: Backend): Promise<void> {
     if (!canFence(backend)) return;
     const mine = (await this.d.store.getAttachments(rec.name)).holders.find((h) => h.node === this.d.node);
-    if (mine?.mode !== 'rw') return;
+    if (!mine) return;
     const claim = await backend.claim(rec, mountpointOf(rec));
     if (!claim) return;
     await this.changeAttachments(rec.name, (set) => {
@@ -538,9 +546,11 @@ export class VolumeService {
           out.push(`${name}: still held here at epoch ${set.epoch}: thawed`);
         } else if (canFence(this.d.backends.get(rec.backend))) {
           await thawFs(this.d.exec!, mp);
-          out.push(`${name}: taken over by ${set.holders.map((h) => h.node).join(', ') || 'another node'} at epoch ${set.epoch}; this node is cut off at the storage: thawed (its writes fail), detached once its containers here stop`);
+          out.push(`${name}: taken over by ${set.holders.map((h) => h.node).join(', ') || 'another node'} at epoch ${set.epoch}; this node is cut off at the storage: thawed (its writes fail) and detached`);
           this.selfFrozen.delete(name);
-          if ((await this.d.store.mountCount(name, this.d.node)) === 0) await this.tearDownStale(rec);
+          // At once, even while containers here still use it: a fenced rbd-fuse left alive makes every
+          // loop device scan on the host hang (it stats the image file).
+          await this.tearDownStale(rec);
         } else {
           out.push(`${name}: taken over by ${set.holders.map((h) => h.node).join(', ') || 'another node'} at epoch ${set.epoch}; backend ${rec.backend} cannot cut this node off at the storage, so it stays frozen: stop its containers here and reboot this node`);
         }

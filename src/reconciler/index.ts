@@ -165,8 +165,10 @@ export class Reconciler {
           if (state === 'mounted') {
             const s = await this.d.service.staleHere(cur);
             if (s) {
-              // Nothing references it here any more and the backend cut this node off at the storage: detach it without a write.
-              if (phase === 'unmount' && (await this.d.store.mountCount(cur.name, this.d.node)) === 0 && await this.d.service.tearDownStale(cur)) {
+              // The backend cut this node off at the storage: detach it without a write, at once, even while
+              // containers here still use it (they get I/O errors either way; a fenced client left alive
+              // can hang every loop device scan on the host).
+              if (phase === 'unmount' && await this.d.service.tearDownStale(cur)) {
                 repairs.push({ kind: 'stale-detached', volume: cur.name, detail: `held by ${s.holders} at epoch ${s.epoch}, and this node is cut off at the storage: its staging here was detached without writing` });
                 return;
               }
@@ -185,6 +187,7 @@ export class Reconciler {
             const h = await backend.checkHealth(cur, cur.mountpoint);
             if (!h.healthy && /not connected/i.test(h.reason ?? '')) {
               await restageAtMountpoint(backend, cur, this.d.node, this.d.mounts);
+              await this.d.service.refreshClaim(cur); // a new storage client: record it for a later fence
               repairs.push({ kind: 'remount-dead', volume: cur.name, detail: `the mount was dead (${h.reason}); mounted again in place. Containers started before see the old, dead mount until they restart: the kernel does not carry a new mount into their mount namespaces` });
             }
             return;

@@ -79,7 +79,7 @@ async function main(): Promise<void> {
     for (let r = 0; r < args.rounds; r++) {
       for (const kind of (r % 2 ? ['ballast', 'local'] : ['local', 'ballast']) as ('local' | 'ballast')[]) {
         const name = `bd-${kind}-${r}`;
-        let mount = `type=volume,source=${name},target=/data`;
+        let mount = `type=volume,source=${name},target=/data,volume-nocopy=true`;
         if (kind === 'ballast') {
           await mgr.dockerOk(['volume', 'create', '-d', 'ballast', '-o', 'backend=rbd', '-o', 'size=128M', name]);
           mount += ',volume-driver=ballast';
@@ -98,7 +98,7 @@ async function main(): Promise<void> {
     // Crash: one round (each costs a lease TTL and a dockerd restart).
     const name = 'bc-crash';
     await mgr.dockerOk(['volume', 'create', '-d', 'ballast', '-o', 'backend=rbd', '-o', 'size=128M', name]);
-    const { logDir, host } = await service(name, `type=volume,source=${name},target=/data,volume-driver=ballast`);
+    const { logDir, host } = await service(name, `type=volume,source=${name},target=/data,volume-driver=ballast,volume-nocopy=true`);
     const node = byHost(host);
     const m = await moveTime(name, logDir, host, async () => { await node.kill9Ballast(); await node.kill9Dockerd(); }, (TTL + 90) * 1000);
     raw.crash.push(m.ms);

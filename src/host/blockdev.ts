@@ -45,14 +45,12 @@ export async function makeFilesystem(exec: Exec, fstype: FsType, target: string,
 
 export interface LoopDevice { readonly name: string; readonly backFile: string; readonly autoclear: boolean }
 
-/** Loop devices backed by `file` (losetup -J -j). */
+/**
+ * Loop devices backed by `file`, from the list (sysfs), not `losetup -j`: that asks every loop device
+ * for its status (LOOP_GET_STATUS stats each backing file) and hangs while any one is behind a hung client.
+ */
 export async function loopDevicesOf(exec: Exec, file: string): Promise<LoopDevice[]> {
-  const r = await exec(['losetup', '-J', '-O', 'NAME,BACK-FILE,AUTOCLEAR', '-j', file], { timeoutMs: TIMEOUTS.losetup });
-  if (!r.stdout.trim()) return [];
-  const j = JSON.parse(r.stdout) as { loopdevices?: { name: string; 'back-file': string; autoclear: boolean | string }[] };
-  return (j.loopdevices ?? []).map((d) => ({
-    name: d.name, backFile: d['back-file'], autoclear: d.autoclear === true || d.autoclear === '1',
-  }));
+  return (await allLoopDevices(exec)).filter((d) => d.backFile === file);
 }
 
 /** Every loop device on the host (losetup -J -l). */
@@ -67,14 +65,6 @@ export async function allLoopDevices(exec: Exec): Promise<LoopDevice[]> {
 
 export async function detachLoop(exec: Exec, dev: string): Promise<void> {
   await exec(['losetup', '-d', dev], { timeoutMs: TIMEOUTS.losetup });
-}
-
-/**
- * Mounts an image through a loop device that the kernel frees on the last unmount (mount -o loop sets
- * LO_FLAGS_AUTOCLEAR), so a crash between unmount and detach cannot leak a loop device.
- */
-export async function mountImage(exec: Exec, image: string, fstype: FsType, mountpoint: string, options: readonly string[]): Promise<void> {
-  await exec(['mount', '-t', fstype, '-o', ['loop', ...options].join(','), '--', image, mountpoint], { timeoutMs: TIMEOUTS.mount });
 }
 
 export async function unmount(exec: Exec, mountpoint: string): Promise<void> {

@@ -56,7 +56,29 @@ export async function formatIfBlank(
 const NO_REPLAY: Readonly<Record<FsType, string>> = { ext4: 'noload', xfs: 'norecovery', btrfs: 'nologreplay' };
 
 export function blockMountOptions(fs: BlockFilesystem, mountopts: readonly string[], readOnly: boolean): string[] {
-  return [...(fs.loop ? ['loop'] : []), ...(readOnly ? ['ro', NO_REPLAY[fs.fstype]] : []), ...mountopts];
+  return [...(readOnly ? ['ro', NO_REPLAY[fs.fstype]] : []), ...mountopts];
+}
+
+/**
+ * Mounts `s.source` at `mp`. An image file goes through a loop device attached with `losetup --find
+ * --show` (LOOP_CONFIGURE on a free device: no scan of the other loop devices, which `mount -o loop` and
+ * `losetup -j` do with LOOP_GET_STATUS, a stat of every backing file, and so hang host-wide while any
+ * one of them is behind a hung or fenced FUSE client), read-only when the mount is; once mounted,
+ * `losetup -d` marks it autoclear (the kernel frees it at the last unmount, so a crash after this point
+ * cannot leak it). A mount that fails detaches the device it attached.
+ */
+async function mountBlock(exec: Exec, s: StageBlock, mp: string): Promise<void> {
+  const opts = optionArgs(blockMountOptions(s, s.mountopts, !!s.readOnly));
+  if (!s.loop) { await exec(['mount', '-t', s.fstype, ...opts, '--', s.source, mp], { timeoutMs: TIMEOUTS.mount }); return; }
+  const dev = (await exec(['losetup', '--find', '--show', ...(s.readOnly ? ['--read-only'] : []), '--', s.source], { timeoutMs: TIMEOUTS.losetup })).stdout.trim();
+  if (!/^\/dev\/loop\d+$/.test(dev)) throw new InternalError(`losetup attached ${s.what} of volume ${s.volume} but printed ${JSON.stringify(dev.slice(0, 80))}, not a loop device`);
+  try {
+    await exec(['mount', '-t', s.fstype, ...opts, '--', dev, mp], { timeoutMs: TIMEOUTS.mount });
+  } catch (e) {
+    await exec(['losetup', '-d', dev], { timeoutMs: TIMEOUTS.losetup }).catch(() => undefined);
+    throw e;
+  }
+  await exec(['losetup', '-d', dev], { timeoutMs: TIMEOUTS.losetup });
 }
 
 export interface StageBlock extends BlockFilesystem {
@@ -100,7 +122,7 @@ export async function stageBlockFilesystem(exec: Exec, mounts: MountTable, s: St
   }
   await s.beforeMount?.();
   await mkdir(mp, { recursive: true, mode: 0o755 });
-  const mount = () => exec(['mount', '-t', s.fstype, ...optionArgs(blockMountOptions(s, s.mountopts, !!s.readOnly)), '--', s.source, mp], { timeoutMs: TIMEOUTS.mount });
+  const mount = () => mountBlock(exec, s, mp);
   try {
     await mount();
     return 'mounted';

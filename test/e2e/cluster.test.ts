@@ -18,10 +18,8 @@ import { cephSkipReason } from '../servers/ceph.js';
 import { run } from '../helpers/proc.js';
 import { basicsTests, dockerdRestartTests } from './cluster/basics.js';
 import { sharedAccessTests } from './cluster/shared-access.js';
-// Further scenario modules (test/e2e/cluster/<name>.ts) are imported here and registered below, once they
-// are committed (an import of an uncommitted file would break the build), e.g.:
-//   import { failoverTests } from './cluster/failover.js';
-//   import { etcdOutageTests } from './cluster/etcd-outage.js';
+import { failoverTests } from './cluster/failover.js';
+import { etcdOutageTests } from './cluster/etcd-outage.js';
 
 const skip = clusterSkipReason() ?? cephSkipReason();
 
@@ -38,9 +36,9 @@ describe('cluster: 3 nodes, etcd, Ceph, Swarm', { skip }, () => {
 
   basicsTests(get);
   sharedAccessTests(get);
-  // Scenario modules that stop or cut off nodes register here, before the dockerd restart:
-  //   failoverTests(get);
-  //   etcdOutageTests(get);
+  // Scenario modules that stop or cut off nodes, before the dockerd restart.
+  failoverTests(get);
+  etcdOutageTests(get);
   dockerdRestartTests(get);
 
   test('teardown leaves no netns, link, mount or process (Ceph\'s daemons included) behind', async () => {

@@ -1,27 +1,34 @@
 /**
- * The fsync'ing writer the failover tests and benchmarks run in a container: it appends `<hostname> <n>`
- * to /data/counter, fsyncs it (busybox `sync FILE`), and logs `ok <n> <unix time>` or `err <n> ...` to
- * /log/<hostname>.log, a node-local bind mount, so that the caller reads what each writer saw
+ * The fsync'ing writer the failover tests and benchmarks run in a container: it appends `<id> <n>` to
+ * /data/counter (`id`: random, one per start), fsyncs it (busybox `sync FILE`), and logs `ok <n> <unix
+ * time>` or `err <n> ...` to /log/<hostname>-<id>.log, a bind mount, so that the caller reads what each writer saw
  * acknowledged. It exits at once on SIGTERM (else Swarm's stop grace would dominate a drain).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const WRITER_SCRIPT = [
   "trap 'exit 0' TERM INT",
-  'H=$(hostname); L=/log/$H.log; n=0',
-  'while :; do n=$((n+1)); if echo "$H $n" >> /data/counter && sync /data/counter; then echo "ok $n $(date +%s)" >> $L; else echo "err $n $(date +%s)" >> $L; fi; sleep 0.1; done',
+  // One id per start of the writer (a task moved to a node it ran on before starts a new one).
+  "H=$(hostname); ID=$(od -An -N4 -tx4 /dev/urandom | tr -d ' '); L=/log/$H-$ID.log; n=0",
+  'while :; do n=$((n+1)); if echo "$ID $n" >> /data/counter && sync /data/counter; then echo "ok $n $(date +%s)" >> $L; else echo "err $n $(date +%s)" >> $L; fi; sleep 0.1; done',
 ].join('\n');
 
-/** What one writer saw: the counters whose fsync succeeded, and those that failed. */
-export interface WriterLog { readonly oks: number[]; readonly errs: number[] }
+/** What one writer (one start of it) saw: the counters whose fsync succeeded, and those that failed. */
+export interface WriterLog { readonly id: string; readonly oks: number[]; readonly errs: number[] }
 
-/** Reads the log of the writer that ran with hostname `host` under `logDir`. */
+/** Reads the log of the latest writer that ran with hostname `host` under `logDir` (empty when none did). */
 export function readWriterLog(logDir: string, host: string): WriterLog {
-  const f = join(logDir, `${host}.log`);
-  const out = { oks: [] as number[], errs: [] as number[] };
-  if (!existsSync(f)) return out;
-  for (const line of readFileSync(f, 'utf8').split('\n')) {
+  let best: { id: string; text: string; started: number } | undefined;
+  for (const f of existsSync(logDir) ? readdirSync(logDir) : []) {
+    const m = new RegExp(`^${host.replace(/[^a-zA-Z0-9-]/g, '')}-([0-9a-f]+)\\.log$`).exec(f);
+    if (!m) continue;
+    const text = readFileSync(join(logDir, f), 'utf8');
+    const started = Number(text.split('\n')[0]?.split(' ')[2] ?? 0);
+    if (!best || started >= best.started) best = { id: m[1], text, started };
+  }
+  const out = { id: best?.id ?? '', oks: [] as number[], errs: [] as number[] };
+  for (const line of (best?.text ?? '').split('\n')) {
     const [k, n] = line.split(' ');
     if (k === 'ok') out.oks.push(Number(n)); else if (k === 'err') out.errs.push(Number(n));
   }

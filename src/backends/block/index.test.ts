@@ -18,6 +18,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 function fakeHost(types: Record<string, string | undefined> = {}, opts: { enospc?: boolean } = {}) {
   const calls: string[][] = [];
   const mounted: MountEntry[] = [];
+  const loops: Record<string, string> = {};
   const exec: Exec = async (argv) => {
     calls.push([...argv]);
     const ok = (stdout = ''): ExecResult => ({ code: 0, stdout, stderr: '' });
@@ -30,11 +31,16 @@ function fakeHost(types: Record<string, string | undefined> = {}, opts: { enospc
         types[argv[argv.length - 1]] = argv[0].slice(5);
         return ok();
       case 'mount':
-        if (types[argv[argv.length - 2]] !== argv[2]) return Promise.reject(new ExecError(argv, { code: 32, stdout: '', stderr: 'wrong fs type' }, 'exit code 32'));
+        if (types[loops[argv[argv.length - 2]] ?? argv[argv.length - 2]] !== argv[2]) return Promise.reject(new ExecError(argv, { code: 32, stdout: '', stderr: 'wrong fs type' }, 'exit code 32'));
         mounted.push({ id: 1, parent: 0, majorMinor: '7:0', root: '/', mountpoint: argv[argv.length - 1], options: 'rw', fstype: argv[2], source: '/dev/loop0', superOptions: '' });
         return ok();
       case 'umount': mounted.splice(mounted.findIndex((m) => m.mountpoint === argv[argv.length - 1]), 1); return ok();
-      case 'losetup': return ok('');
+      case 'losetup': {
+        if (!argv.includes('--find')) return ok('');
+        const dev = `/dev/loop${Object.keys(loops).length}`;
+        loops[dev] = argv[argv.length - 1];
+        return ok(`${dev}\n`);
+      }
       case 'fsfreeze': return ok();
       case 'fallocate': {
         if (opts.enospc) return Promise.reject(new ExecError(argv, { code: 1, stdout: '', stderr: 'fallocate: fallocate failed: No space left on device' }, 'exit code 1'));
@@ -197,7 +203,7 @@ test('stage refuses a blank or foreign image instead of formatting it', async ()
   assert.equal(h.calls.filter((c) => c[0].startsWith('mkfs')).length, 1);
 });
 
-test('stage mounts once with loop and the allowed options; unstage unmounts', async () => {
+test('stage mounts once through a loop device with the allowed options; unstage unmounts', async () => {
   const h = fakeHost();
   const b = backend(h, 'p4');
   const v = vol(b, 'db', { size: '1G', mountopts: 'noatime' });
@@ -206,7 +212,11 @@ test('stage mounts once with loop and the allowed options; unstage unmounts', as
   await b.stage(v, v.mountpoint);
   const mounts = h.calls.filter((c) => c[0] === 'mount');
   assert.equal(mounts.length, 1, 'second stage sees the real mount table and does nothing');
-  assert.deepEqual(mounts[0].slice(0, 5), ['mount', '-t', 'ext4', '-o', 'loop,noatime']);
+  assert.deepEqual(mounts[0].slice(0, 5), ['mount', '-t', 'ext4', '-o', 'noatime']);
+  const att = h.calls.findIndex((c) => c[0] === 'losetup' && c.includes('--find'));
+  const mnt = h.calls.findIndex((c) => c[0] === 'mount');
+  assert.ok(att >= 0 && att < mnt && mounts[0][mounts[0].length - 2] === '/dev/loop0', 'attached with losetup --find --show (no scan of the other loop devices), then the device mounted');
+  assert.deepEqual(h.calls[mnt + 1], ['losetup', '-d', '/dev/loop0'], 'then marked autoclear');
   await b.unstage(v, v.mountpoint);
   assert.equal(h.mounted.length, 0);
   await b.unstage(v, v.mountpoint); // absent: success

@@ -77,6 +77,7 @@ test('rbd: every rbd-fuse starts with the cache off and bounded op timeouts on i
     calls.push([...argv]);
     if (argv[0] === 'rbd-fuse') mounted.set(argv[argv.length - 1], 'fuse.rbd-fuse');
     if (argv[0] === 'mount') mounted.set(argv[argv.length - 1], 'ext4');
+    if (argv[0] === 'losetup' && argv.includes('--find')) return { code: 0, stdout: '/dev/loop7\n', stderr: '' };
     return { code: 0, stdout: '', stderr: '' };
   };
   const mounts: MountTable = {

@@ -519,7 +519,9 @@ export class VolumeService {
       if (!a.multiNode || a.multiWriter) continue;
       if (!(await this.d.mounts.at(rec.mountpoint))) continue;
       const freezing = freezeFs(this.d.exec, mountpointOf(rec));
-      freezing.catch((e: Error) => this.d.log.error({ op: 'self-fence', volume: rec.name, err: e.message }, 'freeze failed'));
+      freezing.catch((e: Error) => (/read-only/i.test(e.message)
+        ? this.d.log.warn({ op: 'self-fence', volume: rec.name }, `volume ${rec.name} is read-only already (its filesystem stopped writing after I/O errors): writes are stopped`)
+        : this.d.log.error({ op: 'self-fence', volume: rec.name, err: e.message }, `the freeze of volume ${rec.name} failed`)));
       await Promise.race([freezing.catch(() => undefined), sleep(FREEZE_WAIT_MS)]);
       this.selfFrozen.set(rec.name, rec);
       out.push(rec.name);

@@ -31,8 +31,12 @@ export async function mountAndVerify(exec: Exec, mounts: MountTable, argv: reado
 /** Processes whose command line names the path (the FUSE daemon of a mountpoint). */
 export async function processesMentioning(path: string): Promise<number[]> {
   const out: number[] = [];
+  // A path names another file in another mount namespace (another node's Ballast on the same kernel, a
+  // container): only processes of this daemon's own mount namespace count.
+  const ns = await readlink('/proc/self/ns/mnt').catch(() => undefined);
   for (const p of await readdir('/proc').catch(() => [] as string[])) {
     if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
+    if (ns && (await readlink(`/proc/${p}/ns/mnt`).catch(() => undefined)) !== ns) continue;
     const cmd = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
     if (!cmd) continue;
     const stat = await readFile(`/proc/${p}/stat`, 'utf8').catch(() => '');

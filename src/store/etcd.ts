@@ -132,7 +132,9 @@ export class EtcdStore implements MetadataStore {
       dialTimeout: this.timeoutMs,
       ...(credentials.tls ? { credentials: { rootCertificate: credentials.tls.ca, privateKey: credentials.tls.key, certChain: credentials.tls.cert } } : {}),
       ...(o.auth && credentials.password !== undefined ? { auth: { username: o.auth.user, password: credentials.password } } : {}),
-      grpcOptions: { 'grpc.keepalive_time_ms': 6000, 'grpc.keepalive_timeout_ms': 3000, 'grpc.keepalive_permit_without_calls': 1 },
+      // Reconnects are retried at most every 2 s: gRPC's default backoff grows to 120 s, so a node whose
+      // link was down for a minute would stay cut off from etcd long after the link came back.
+      grpcOptions: { 'grpc.keepalive_time_ms': 6000, 'grpc.keepalive_timeout_ms': 3000, 'grpc.keepalive_permit_without_calls': 1, 'grpc.initial_reconnect_backoff_ms': 200, 'grpc.max_reconnect_backoff_ms': 2000 },
       faultHandling: { host: () => hostSkipPolicy(Math.min(1000, this.timeoutMs / 4)) },
     });
   }

@@ -544,13 +544,14 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
         if (c.includes(dir) || c.includes(`/run/netns/${prefix}`)) { problems.push(`process left: pid ${p}: ${c.slice(0, 200)}`); try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
       }
     });
-    if (problems.length) {
+    // Logs are kept when something was left, and always with BALLAST_KEEP_LOGS set (to read after a failed test).
+    if (problems.length || process.env.BALLAST_KEEP_LOGS) {
       const keep = `${dir}-logs`;
       try {
         mkdirSync(keep, { recursive: true });
         for (const x of nodes) for (const f of [x.ballastLog, x.dockerdLog]) if (existsSync(f)) copyFileSync(f, join(keep, `${x.name}-${f.split('/').pop()}`));
         for (const e of etcd) if (existsSync(join(etcdDir, `${e.name}.log`))) copyFileSync(join(etcdDir, `${e.name}.log`), join(keep, `${e.name}.log`));
-        problems.push(`logs kept in ${keep}`);
+        if (problems.length) problems.push(`logs kept in ${keep}`); else log(`cluster: logs kept in ${keep}`);
       } catch { /* no logs */ }
     }
     rmSync(dir, { recursive: true, force: true });

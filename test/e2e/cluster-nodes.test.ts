@@ -109,12 +109,12 @@ describe('cluster mode: two nodes on one etcd (e2e)', { skip: SKIP ?? false }, (
     await ok(B(), 'Remove', { Name: vol });
   });
 
-  test('race: both nodes mount the same exclusive volume at the same instant, 50 times; exactly one wins each time, the other is told who holds it', async () => {
+  test('race: both nodes mount the same exclusive volume at the same instant, 100 times; exactly one wins each time, the other is told who holds it', async () => {
     const vol = uniqueName('cl-race-');
     await ok(A(), 'Create', { Name: vol, Opts: { backend: 'shared', size: '32M' } });
     await waitFor(async () => (await B().plugin('VolumeDriver.Get', { Name: vol })).body.Err === undefined, `${vol} seen on b`, 5_000, 20);
     const wins = { a: 0, b: 0 };
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < 100; i++) {
       const id = (c: string) => `${c}${String(i).padStart(63, '0')}`;
       const [ra, rb] = await Promise.all([A().plugin('VolumeDriver.Mount', { Name: vol, ID: id('a') }), B().plugin('VolumeDriver.Mount', { Name: vol, ID: id('b') })]);
       const okA = ra.body.Err === undefined;
@@ -128,9 +128,9 @@ describe('cluster mode: two nodes on one etcd (e2e)', { skip: SKIP ?? false }, (
       assert.ok(!(await mountedIn(loser, mp)), `round ${i}: the loser did not`);
       await ok(winner, 'Unmount', { Name: vol, ID: id(w) });
     }
-    process.stdout.write(`# race: a won ${wins.a}, b won ${wins.b} of 50\n`);
+    process.stdout.write(`# race: a won ${wins.a}, b won ${wins.b} of 100\n`);
     const fsck = await run(['e2fsck', '-fn', join(scratch, 'shared-images', `${vol}.img`)]);
-    assert.equal(fsck.code, 0, `the filesystem is clean after 50 handovers: ${fsck.stdout}${fsck.stderr}`);
+    assert.equal(fsck.code, 0, `the filesystem is clean after 100 handovers: ${fsck.stdout}${fsck.stderr}`);
     await ok(A(), 'Remove', { Name: vol });
   });
 

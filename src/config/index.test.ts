@@ -65,7 +65,7 @@ test('cluster timing: defaults derived from the lease TTL, and a rule that refus
   assert.equal(c.type, 'etcd');
   if (c.type !== 'etcd') return;
   assert.deepEqual([c.leaseTtlSec, c.keepaliveSec, c.selfFenceMarginSec, c.takeoverGraceSec, c.peerTimeoutSec, c.peerListen], [10, 2, 3, 1, 1, 'auto']);
-  assert.throws(() => etcd({ leaseTtlSec: 4, keepaliveSec: 2 }), /2 x store.keepaliveSec \(2\) \+ store.peerTimeoutSec \(1\) must be shorter than store.leaseTtlSec \(4\) - store.selfFenceMarginSec \(1.2\)/);
+  assert.throws(() => etcd({ leaseTtlSec: 4, keepaliveSec: 2 }), /2 x store.keepaliveSec \(2\) \+ store.peerTimeoutSec \(0.4\) must be shorter than store.leaseTtlSec \(4\) - store.selfFenceMarginSec \(1.2\)/);
   assert.throws(() => etcd({ peerListen: '10.0.0.1' }), /store.peerListen "10.0.0.1" must be "auto", "off", or an IPv4 address and port/);
   assert.equal((etcd({ leaseTtlSec: 30 }).store as { keepaliveSec: number }).keepaliveSec, 6);
 });

@@ -24,14 +24,14 @@ test('store config: SQLite by default; etcd with its defaults', () => {
   assert.deepEqual(loadConfig({}, {}).store, { type: 'sqlite' });
   assert.deepEqual(withStore({ type: 'sqlite' }).store, { type: 'sqlite' });
   const c = withStore({ type: 'etcd', endpoints: ['http://10.0.0.1:2379', 'http://10.0.0.2:2379'] });
-  assert.deepEqual(c.store, { type: 'etcd', endpoints: ['http://10.0.0.1:2379', 'http://10.0.0.2:2379'], prefix: '/ballast/', timeoutSec: 5, staleReadSec: 60, leaseTtlSec: 10 });
+  assert.deepEqual(c.store, { type: 'etcd', endpoints: ['http://10.0.0.1:2379', 'http://10.0.0.2:2379'], prefix: '/ballast/', timeoutSec: 5, staleReadSec: 60, leaseTtlSec: 10, keepaliveSec: 2, selfFenceMarginSec: 3, takeoverGraceSec: 1, peerTimeoutSec: 1, peerListen: 'auto' });
   assert.ok(Object.isFrozen(c.store));
   const t = withStore({ type: 'etcd', endpoints: ['https://e1:2379'], prefix: '/c1/', timeoutSec: 2, tls: { ca: '/etc/ca.pem', cert: '/etc/c.pem', key: '/etc/k.pem' }, auth: { user: 'ballast', passwordFile: '/etc/ballast/etcd.pw' } });
-  assert.deepEqual(t.store, { type: 'etcd', endpoints: ['https://e1:2379'], prefix: '/c1/', timeoutSec: 2, staleReadSec: 60, leaseTtlSec: 10, tls: { ca: '/etc/ca.pem', cert: '/etc/c.pem', key: '/etc/k.pem' }, auth: { user: 'ballast', passwordFile: '/etc/ballast/etcd.pw' } });
+  assert.deepEqual(t.store, { type: 'etcd', endpoints: ['https://e1:2379'], prefix: '/c1/', timeoutSec: 2, staleReadSec: 60, leaseTtlSec: 10, keepaliveSec: 2, selfFenceMarginSec: 3, takeoverGraceSec: 1, peerTimeoutSec: 1, peerListen: 'auto', tls: { ca: '/etc/ca.pem', cert: '/etc/c.pem', key: '/etc/k.pem' }, auth: { user: 'ballast', passwordFile: '/etc/ballast/etcd.pw' } });
 });
 
 test('store config: unknown keys are refused with the accepted ones; bad values with a sentence', () => {
-  assert.throws(() => withStore({ type: 'etcd', endpoints: ['http://e:2379'], password: 'x' }), refused(/unknown key "password" in store; accepted keys: type, endpoints, prefix, timeoutSec, staleReadSec, leaseTtlSec, tls, auth/));
+  assert.throws(() => withStore({ type: 'etcd', endpoints: ['http://e:2379'], password: 'x' }), refused(/unknown key "password" in store; accepted keys: type, endpoints, prefix, timeoutSec, staleReadSec, leaseTtlSec, keepaliveSec, selfFenceMarginSec, takeoverGraceSec, peerTimeoutSec, peerListen, tls, auth/));
   assert.throws(() => withStore({ type: 'sqlite', endpoints: [] }), refused(/unknown key "endpoints" in store; accepted keys: type/));
   assert.throws(() => withStore({ type: 'etcd', endpoints: ['https://e:2379'], tls: { ca: '/ca', crt: '/c' } }), refused(/unknown key "crt" in store.tls; accepted keys: ca, cert, key/));
   assert.throws(() => withStore({ type: 'etcd', endpoints: ['http://e:2379'], auth: { user: 'u', password: 'p' } }), refused(/unknown key "password" in store.auth; accepted keys: user, passwordFile/));

@@ -268,9 +268,14 @@ export class VolumeService {
       this.d.log.error({ op: 'stale', volume: rec.name, node: this.d.node, outcome: 'left' }, `volume ${rec.name} was taken from this node while mounted here; backend ${rec.backend} cannot cut this node off at the storage, so its mount is left alone (and frozen if it was): stop the containers using it here and reboot this node`);
       return false;
     }
-    if (this.selfFrozen.has(rec.name) && this.d.exec) await thawFs(this.d.exec, mountpointOf(rec)).catch(() => undefined);
+    // A freeze (or a thaw) can be stuck in the flush through the client the fence cut off, in the kernel,
+    // where no timeout ends it: the thaw is started, not waited for; ending the client (unstageFenced
+    // kills it first) fails that flush, and the freeze and the thaw then finish.
+    const thawing = this.selfFrozen.has(rec.name) && this.d.exec ? thawFs(this.d.exec, mountpointOf(rec)).catch(() => undefined) : undefined;
+    if (thawing) await Promise.race([thawing, sleep(FREEZE_WAIT_MS)]);
     this.selfFrozen.delete(rec.name);
     await backend.unstageFenced(rec, mountpointOf(rec));
+    if (thawing) await Promise.race([thawing, sleep(5 * FREEZE_WAIT_MS)]);
     this.heldEpoch.delete(rec.name);
     this.d.log.warn({ op: 'stale', volume: rec.name, node: this.d.node, outcome: 'torn-down' }, `volume ${rec.name} is held by another node now (this node was fenced at the storage): its staging here was detached without writing`);
     return true;
@@ -543,13 +548,12 @@ export class VolumeService {
         const set = await this.d.store.getAttachments(name);
         const mp = mountpointOf(rec);
         if (set.holders.some((h) => h.node === this.d.node)) {
-          await thawFs(this.d.exec!, mp);
+          // Bounded: a freeze still flushing to a server that is slow to answer finishes first.
+          const thawed = await Promise.race([thawFs(this.d.exec!, mp).then(() => true, () => false), sleep(10 * FREEZE_WAIT_MS).then(() => false)]);
           this.selfFrozen.delete(name);
-          out.push(`${name}: still held here at epoch ${set.epoch}: thawed`);
+          out.push(`${name}: still held here at epoch ${set.epoch}: ${thawed ? 'thawed' : 'thaw did not finish within 10 s (a freeze still flushing); run fsfreeze -u ' + mp + ' if writers stay blocked'}`);
         } else if (canFence(this.d.backends.get(rec.backend))) {
-          await thawFs(this.d.exec!, mp);
           out.push(`${name}: taken over by ${set.holders.map((h) => h.node).join(', ') || 'another node'} at epoch ${set.epoch}; this node is cut off at the storage: thawed (its writes fail) and detached`);
-          this.selfFrozen.delete(name);
           // At once, even while containers here still use it: a fenced rbd-fuse left alive makes every
           // loop device scan on the host hang (it stats the image file).
           await this.tearDownStale(rec);

@@ -543,6 +543,9 @@ export class VolumeService {
    */
   async resumeAfterSelfFence(): Promise<string[]> {
     const out: string[] = [];
+    // Decide on what etcd holds now, not on the copy made while it was away (a takeover may be on its
+    // way in): until the copy is in step, nothing is thawed (the self-fence tries again).
+    if (this.selfFrozen.size) await this.d.store.inStep?.('checking which volumes this node still holds after it lost etcd');
     for (const [name, rec] of [...this.selfFrozen]) {
       await this.lock.run(name, async () => {
         const set = await this.d.store.getAttachments(name);

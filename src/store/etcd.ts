@@ -549,6 +549,24 @@ export class EtcdStore implements MetadataStore {
     throw new UnavailableError(`could not ${what}: Ballast's copy of the volume list was last confirmed in step with the cluster store (etcd at ${this.endpointsText}) ${fmtSec(now - this.freshAt)} ago, more than the ${fmtSec(this.staleMs)} it answers from${last}; check that a majority of the etcd members is up and reachable from this node`);
   }
 
+  /**
+   * Resolves once the copy holds every change committed before the call: a quorum read of `_rev`, then
+   * the watch past it. Throws an UnavailableError within `timeoutSec` otherwise. For decisions that must
+   * not rest on what the copy held while etcd was away (a self-fenced node deciding what it still holds).
+   */
+  async inStep(what: string): Promise<void> {
+    const deadline = Date.now() + this.timeoutMs;
+    const rev = await this.withDeadline(what, deadline, async (d) => {
+      const kv = (await this.client.kv.range({ key: Buffer.from(`${this.prefix}_rev`) }, { deadline: new Date(d) })).kvs[0];
+      return kv ? Number(kv.mod_revision) : 0;
+    });
+    while (this.rev < rev) {
+      if (Date.now() >= deadline) throw new UnavailableError(`${what}: Ballast's copy of the cluster store (etcd at ${this.endpointsText}) did not catch up with revision ${rev} within ${fmtSec(this.timeoutMs)}; it is tried again`);
+      await this.catchUp(rev, Math.min(deadline, Date.now() + 200));
+      if (this.rev < rev) await sleep(50);
+    }
+  }
+
   /** A quorum read of `_rev` proves the copy in step once the watch passed it (sent only while idle). */
   private async probe(): Promise<void> {
     if (this.closed || Date.now() - this.freshAt < this.probeMs) return;

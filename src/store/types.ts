@@ -73,6 +73,12 @@ export interface MetadataStore {
    * that is left, and the store's reserve, serve what ends or undoes state (Unmount, the journal).
    */
   assertRoom?(action: string): void;
+  /**
+   * Shared stores (etcd): resolves once this node's copy holds every change committed before the call,
+   * or throws an UnavailableError. For decisions that must not rest on a copy made while the store was
+   * out of reach.
+   */
+  inStep?(what: string): Promise<void>;
 
   close(): Promise<void>;
 }

@@ -14,6 +14,8 @@ export interface BackendContext {
   readonly log: Logger;
   /** This node's name (locks and messages name it). */
   readonly node?: string;
+  /** Cluster mode: the store's attachments keep other nodes out, so per-node storage locks are not needed. */
+  readonly cluster?: boolean;
   /** Fault injection for crash tests (no-op in production). */
   readonly fault?: (point: string) => void;
 }

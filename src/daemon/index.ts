@@ -94,7 +94,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
     .registerType(localFactory).registerType(blockFactory)
     .registerType(sshfsFactory).registerType(glusterfsFactory).registerType(nfsFactory).registerType(s3Factory)
     .registerType(cephfsFactory).registerType(rbdFactory)
-    .instantiate(config.backends, { root: config.root, exec, mounts, log, fault, node: config.node });
+    .instantiate(config.backends, { root: config.root, exec, mounts, log, fault, node: config.node, cluster: sc.type === 'etcd' });
   // Cluster mode: the store is shared by every node (etcd), so volumes are attached before they are staged.
   const timing = sc.type === 'etcd' ? clusterTiming(sc) : undefined;
   const service = new VolumeService({

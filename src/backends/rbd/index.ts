@@ -304,13 +304,16 @@ export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer {
     const connection = { pool: this.pool, image: this.imageOf(vol) };
     if (mode === 'ro') return { connection: { ...connection, mode: 'ro' } };
     const id = lockIdOf(node);
-    await this.lock(vol, id);
+    // Cluster mode: the volume's attachments in etcd (compare-and-swap, epochs) keep a second writer node
+    // out, and a dead one is cut off by the fence; the advisory lock would only add two Ceph round
+    // trips to every handover (measured: about half of a drain's extra time over Docker's local driver).
+    if (!this.ctx.cluster) await this.lock(vol, id);
     return { attachmentId: id, connection: { ...connection, mode: 'rw' } };
   }
 
-  /** Releases the node's lock; none held is success. */
+  /** Releases the node's lock (none in cluster mode); none held is success. */
   async detach(vol: VolumeRecord, node: string): Promise<void> {
-    await this.unlock(vol, lockIdOf(node));
+    if (!this.ctx.cluster) await this.unlock(vol, lockIdOf(node));
   }
 
   private filesystem(vol: VolumeRecord, file: string): BlockFilesystem {

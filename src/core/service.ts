@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { MetadataStore } from '../store/types.js';
 import type { BackendRegistry } from '../backends/registry.js';
 import { stageAtMountpoint, unstageAtMountpoint } from '../backends/node-ops.js';
-import type { AttachmentSet, VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
+import type { Attachment, AttachmentSet, VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
 import { AbortedError, BallastError, BusyError, ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
 import { canFence, checkAccess, mountpointOf, type AccessMode, type Backend, type Fencer } from '../backends/types.js';
 import type { Exec } from '../host/exec.js';
@@ -248,7 +248,10 @@ export class VolumeService {
    * without a write instead, and its attachment, no longer this node's, is left alone.
    */
   private async unstageHere(rec: VolumeRecord): Promise<void> {
-    if (this.d.cluster && await this.staleHere(rec)) { await this.tearDownStale(rec); return; }
+    if (this.d.cluster && await this.staleHere(rec)) {
+      if (!(await this.tearDownStale(rec))) this.d.log.error({ op: 'stale', volume: rec.name, node: this.d.node, outcome: 'left' }, `volume ${rec.name} was taken from this node while mounted here; backend ${rec.backend} cannot cut this node off at the storage, so its mount is left alone (and frozen if it was): stop the containers using it here and reboot this node`);
+      return;
+    }
     await unstageAtMountpoint(this.d.backends.get(rec.backend), rec, this.d.node);
     this.selfFrozen.delete(rec.name);
     if (this.d.cluster) await this.releaseHere(rec.name);
@@ -259,26 +262,37 @@ export class VolumeService {
    * or `ballast node fence`). A backend that fences at the storage has cut this node's client off, so a
    * frozen filesystem is thawed (its writers get I/O errors instead of hanging) and the staging is
    * detached without a flush (Fencer.unstageFenced). Any other backend is left mounted (and frozen, if
-   * the self-fence froze it): an unmount would write to storage another node owns; it is reported.
-   * Returns whether it was torn down.
+   * the self-fence froze it): an unmount would write to storage another node owns; the caller reports
+   * it. Returns whether it was torn down.
    */
   async tearDownStale(rec: VolumeRecord): Promise<boolean> {
     const backend = this.d.backends.get(rec.backend);
-    if (!canFence(backend)) {
-      this.d.log.error({ op: 'stale', volume: rec.name, node: this.d.node, outcome: 'left' }, `volume ${rec.name} was taken from this node while mounted here; backend ${rec.backend} cannot cut this node off at the storage, so its mount is left alone (and frozen if it was): stop the containers using it here and reboot this node`);
-      return false;
-    }
+    if (!canFence(backend)) return false;
     // A freeze (or a thaw) can be stuck in the flush through the client the fence cut off, in the kernel,
     // where no timeout ends it: the thaw is started, not waited for; ending the client (unstageFenced
     // kills it first) fails that flush, and the freeze and the thaw then finish.
-    const thawing = this.selfFrozen.has(rec.name) && this.d.exec ? thawFs(this.d.exec, mountpointOf(rec)).catch(() => undefined) : undefined;
-    if (thawing) await Promise.race([thawing, sleep(FREEZE_WAIT_MS)]);
+    const thawing = this.selfFrozen.has(rec.name) ? this.thawWithin(mountpointOf(rec)) : undefined;
+    if (thawing) await thawing(FREEZE_WAIT_MS);
     this.selfFrozen.delete(rec.name);
     await backend.unstageFenced(rec, mountpointOf(rec));
-    if (thawing) await Promise.race([thawing, sleep(5 * FREEZE_WAIT_MS)]);
+    if (thawing) await thawing(5 * FREEZE_WAIT_MS);
     this.heldEpoch.delete(rec.name);
     this.d.log.warn({ op: 'stale', volume: rec.name, node: this.d.node, outcome: 'torn-down' }, `volume ${rec.name} is held by another node now (this node was fenced at the storage): its staging here was detached without writing`);
     return true;
+  }
+
+  /**
+   * Starts a thaw of the filesystem at `mp` and returns a wait for it, bounded by its argument, that
+   * resolves whether it finished (a thaw can be stuck in the kernel, where no exec timeout ends it).
+   */
+  private thawWithin(mp: string): (ms: number) => Promise<boolean> {
+    const done = this.d.exec ? thawFs(this.d.exec, mp).then(() => true, () => false) : Promise.resolve(false);
+    return (ms) => Promise.race([done, sleep(ms).then(() => false)]);
+  }
+
+  /** Cuts `holder` off volume `rec` at the storage (Fencer.fence), with the backend's sentence in the log. */
+  private async fenceAtStorage(rec: VolumeRecord, backend: Backend & Fencer, holder: Attachment, keep: readonly Attachment[]): Promise<void> {
+    this.d.log.warn({ op: 'fence', volume: rec.name, node: this.d.node, fenced: holder.node, outcome: 'ok' }, await backend.fence(rec, holder, keep));
   }
 
   /**
@@ -369,10 +383,7 @@ export class VolumeService {
         const canTake = takeover && canFence(backend) && dead.length === blockers.length;
         if (canTake && dead.every((h) => Date.now() - deadSeen.get(h.node)! >= graceMs)) {
           const keep = set.holders.filter((h) => !dead.includes(h) && h.node !== this.d.node);
-          for (const h of dead) {
-            const said = await (backend as Backend & Fencer).fence(rec, h, keep);
-            this.d.log.warn({ op: 'fence', volume: rec.name, node: this.d.node, fenced: h.node, epoch: set.epoch, outcome: 'ok' }, said);
-          }
+          for (const h of dead) await this.fenceAtStorage(rec, backend as Backend & Fencer, h, keep);
           fenced = dead.map((h) => h.node);
           next = { ...set, epoch: set.epoch + 1, holders: [...keep, me] };
         } else {
@@ -470,9 +481,7 @@ export class VolumeService {
         const before = await this.d.store.getAttachments(rec.name);
         const h = before.holders.find((x) => x.node === node);
         const backend = this.d.backends.has(rec.backend) ? this.d.backends.get(rec.backend) : undefined;
-        if (h && backend && canFence(backend)) {
-          this.d.log.warn({ op: 'fence', volume: rec.name, node: this.d.node, fenced: node, outcome: 'ok' }, await backend.fence(rec, h, before.holders.filter((x) => x.node !== node)));
-        }
+        if (h && backend && canFence(backend)) await this.fenceAtStorage(rec, backend, h, before.holders.filter((x) => x.node !== node));
         const written = await this.changeAttachments(rec.name, (set) => (set.holders.some((x) => x.node === node)
           ? { ...set, epoch: set.epoch + 1, holders: set.holders.filter((x) => x.node !== node) } : undefined), `could not be released from node ${node}`, `run ballast node fence ${node} again`);
         const epoch = written ? written.epoch : -1;
@@ -489,7 +498,8 @@ export class VolumeService {
   /**
    * Cluster mode: is the volume staged here although this node no longer holds it while another node
    * does (it was fenced, or taken over)? Such a mount is stale: unmounting it would write to storage
-   * another node now owns, so the reconciler leaves it alone and reports it.
+   * another node now owns: it is torn down without a write where the backend cut this node off at the
+   * storage (tearDownStale), and otherwise left alone and reported.
    */
   async staleHere(rec: VolumeRecord): Promise<{ holders: string; epoch: number } | undefined> {
     if (!this.d.cluster) return undefined;
@@ -522,15 +532,16 @@ export class VolumeService {
       if (rec.state !== 'ready' || rec.home || !this.d.backends.has(rec.backend)) continue;
       const a = this.d.backends.get(rec.backend).access;
       if (!a.multiNode || a.multiWriter) continue;
-      if (!(await this.d.mounts.at(rec.mountpoint))) continue;
-      const freezing = freezeFs(this.d.exec, mountpointOf(rec));
+      const mp = mountpointOf(rec);
+      if (!(await this.d.mounts.at(mp))) continue;
+      const freezing = freezeFs(this.d.exec, mp);
       freezing.catch((e: Error) => (/read-only/i.test(e.message)
         ? this.d.log.warn({ op: 'self-fence', volume: rec.name }, `volume ${rec.name} is read-only already (its filesystem stopped writing after I/O errors): writes are stopped`)
         : this.d.log.error({ op: 'self-fence', volume: rec.name, err: e.message }, `the freeze of volume ${rec.name} failed`)));
       await Promise.race([freezing.catch(() => undefined), sleep(FREEZE_WAIT_MS)]);
       this.selfFrozen.set(rec.name, rec);
       out.push(rec.name);
-      this.d.log.error({ op: 'self-fence', volume: rec.name, node: this.d.node, mountpoint: rec.mountpoint, reason, outcome: 'frozen' }, `volume ${rec.name} frozen on node ${this.d.node}: this node lost etcd (${reason}); its writers wait until etcd answers again`);
+      this.d.log.error({ op: 'self-fence', volume: rec.name, node: this.d.node, mountpoint: mp, reason, outcome: 'frozen' }, `volume ${rec.name} frozen on node ${this.d.node}: this node lost etcd (${reason}); its writers wait until etcd answers again`);
     }
     return out;
   }
@@ -538,8 +549,8 @@ export class VolumeService {
   /**
    * etcd answers again after a self-fence: a volume this node still holds is thawed (nothing happened
    * meanwhile); one another node took over is thawed only where the backend cut this node off at the
-   * storage (its writers then fail instead of hanging) and torn down once its containers here stopped;
-   * anywhere else it stays frozen and is reported. Returns one line per volume.
+   * storage (its writers then fail instead of hanging) and torn down at once; anywhere else it stays
+   * frozen and is reported. Returns one line per volume.
    */
   async resumeAfterSelfFence(): Promise<string[]> {
     const out: string[] = [];
@@ -552,7 +563,7 @@ export class VolumeService {
         const mp = mountpointOf(rec);
         if (set.holders.some((h) => h.node === this.d.node)) {
           // Bounded: a freeze still flushing to a server that is slow to answer finishes first.
-          const thawed = await Promise.race([thawFs(this.d.exec!, mp).then(() => true, () => false), sleep(10 * FREEZE_WAIT_MS).then(() => false)]);
+          const thawed = await this.thawWithin(mp)(10 * FREEZE_WAIT_MS);
           this.selfFrozen.delete(name);
           out.push(`${name}: still held here at epoch ${set.epoch}: ${thawed ? 'thawed' : 'thaw did not finish within 10 s (a freeze still flushing); run fsfreeze -u ' + mp + ' if writers stay blocked'}`);
         } else if (canFence(this.d.backends.get(rec.backend))) {

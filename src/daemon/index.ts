@@ -137,7 +137,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
     repair: () => reconciler.runOnce({ repair: true, checkDocker: true }),
     fence: async (node: string) => {
       if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/.test(node)) throw new InvalidArgumentError(`node name ${JSON.stringify(node.slice(0, 80))} is not valid`);
-      return { fenced: node, volumes: await service.fenceNode(node, async (n) => (await membership.nodes()).some((x) => x.name === n && x.alive)) };
+      return { fenced: node, volumes: await service.fenceNode(node, (n) => membership.isAlive(n)) };
     },
     nodes: async () => {
       const [registered, held] = await Promise.all([membership.nodes(), service.holdings()]);

@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import type { Exec } from './exec.js';
 import type { MountTable } from './mountinfo.js';
 import { InternalError } from '../core/errors.js';
-import { TIMEOUTS, type FsType, type Signature, makeFilesystem, mountedFsType, probeSignature } from './blockdev.js';
+import { TIMEOUTS, type FsType, type Signature, detachLoop, makeFilesystem, mountedFsType, probeSignature } from './blockdev.js';
 
 /**
  * "Format only if blank, then mount", once, for every backend whose volume is a filesystem on a block
@@ -75,10 +75,10 @@ async function mountBlock(exec: Exec, s: StageBlock, mp: string): Promise<void> 
   try {
     await exec(['mount', '-t', s.fstype, ...opts, '--', dev, mp], { timeoutMs: TIMEOUTS.mount });
   } catch (e) {
-    await exec(['losetup', '-d', dev], { timeoutMs: TIMEOUTS.losetup }).catch(() => undefined);
+    await detachLoop(exec, dev).catch(() => undefined);
     throw e;
   }
-  await exec(['losetup', '-d', dev], { timeoutMs: TIMEOUTS.losetup });
+  await detachLoop(exec, dev);
 }
 
 export interface StageBlock extends BlockFilesystem {

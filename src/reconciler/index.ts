@@ -25,7 +25,8 @@ export interface PassReport {
   readonly leaked: readonly LeakedRef[];
   /**
    * Cluster mode: volumes mounted here that another node now holds (this node was fenced or its volume
-   * taken over): never unmounted or remounted by this node, only reported.
+   * taken over) and whose backend cannot cut this node off at the storage: never unmounted or remounted
+   * by this node, only reported (the others are detached without a write, a `stale-detached` repair).
    */
   readonly stale: readonly { readonly volume: string; readonly detail: string }[];
   /** Volumes whose stored record does not decode: never touched, only reported. */

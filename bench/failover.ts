@@ -21,7 +21,7 @@ import { join, resolve } from 'node:path';
 import { cpus, release } from 'node:os';
 import { startCluster, type Cluster, type ClusterNode } from '../test/helpers/cluster.js';
 import { sleep, waitFor } from '../test/helpers/proc.js';
-import { WRITER_SCRIPT, readWriterLog } from '../test/helpers/writer-workload.js';
+import { WRITER_SCRIPT, readWriterLog, runningTaskNode } from '../test/helpers/writer-workload.js';
 import { figure, table, type Figure } from './lib/report.js';
 import { median } from './lib/stats.js';
 import { loadAvg } from './lib/proc-status.js';
@@ -54,10 +54,7 @@ async function main(): Promise<void> {
   try {
     const mgr = c.nodes[0];
     const byHost = (h: string): ClusterNode => c.nodes.find((n) => n.hostname === h)!;
-    const runningOn = async (svc: string) => {
-      const r = await mgr.docker(['service', 'ps', svc, '--filter', 'desired-state=running', '--format', '{{.Node}} {{.CurrentState}}'], 20_000);
-      return r.stdout.split('\n').find((l) => l.includes('Running'))?.split(' ')[0];
-    };
+    const runningOn = (svc: string) => runningTaskNode(mgr, svc);
     /** Starts a one-replica writer service on a worker; resolves with its log dir and node once it writes. */
     const service = async (name: string, mount: string): Promise<{ logDir: string; host: string }> => {
       const logDir = join(c.dir, `bench-${name}`);

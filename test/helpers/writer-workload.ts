@@ -6,6 +6,7 @@
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { ClusterNode } from './cluster.js';
 
 export const WRITER_SCRIPT = [
   "trap 'exit 0' TERM INT",
@@ -33,4 +34,10 @@ export function readWriterLog(logDir: string, host: string): WriterLog {
     if (k === 'ok') out.oks.push(Number(n)); else if (k === 'err') out.errs.push(Number(n));
   }
   return out;
+}
+
+/** The hostname of the node where Swarm service `svc`'s task is running, as the manager `mgr` sees it. */
+export async function runningTaskNode(mgr: ClusterNode, svc: string): Promise<string | undefined> {
+  const r = await mgr.docker(['service', 'ps', svc, '--filter', 'desired-state=running', '--format', '{{.Node}} {{.CurrentState}}'], 20_000);
+  return r.stdout.split('\n').find((l) => l.includes('Running'))?.split(' ')[0];
 }

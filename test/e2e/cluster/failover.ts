@@ -19,7 +19,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { WRITER_SCRIPT as SCRIPT, readWriterLog, type WriterLog } from '../../helpers/writer-workload.js';
+import { WRITER_SCRIPT as SCRIPT, readWriterLog, runningTaskNode, type WriterLog } from '../../helpers/writer-workload.js';
 import { join } from 'node:path';
 import type { Cluster, ClusterNode } from '../../helpers/cluster.js';
 import { run, sleep, waitFor } from '../../helpers/proc.js';
@@ -35,11 +35,7 @@ export function failoverTests(get: () => Cluster): void {
   const byHost = (h: string) => get().nodes.find((n) => n.hostname === h)!;
   const readLog = (host: string): WriterLog => readWriterLog(logDir, host);
   /** Where the service's running task is (the node's hostname), per the manager. */
-  const runningOn = async (): Promise<string | undefined> => {
-    const r = await manager().docker(['service', 'ps', svc, '--filter', 'desired-state=running', '--format', '{{.Node}} {{.CurrentState}}'], 20_000);
-    const line = r.stdout.split('\n').find((l) => / Running /.test(` ${l} `) || /Running/.test(l));
-    return line?.split(' ')[0];
-  };
+  const runningOn = () => runningTaskNode(manager(), svc);
   /** Waits until a task runs on a node other than `not` and its writer logged an fsync'd write; returns the node. */
   const movedAway = async (not: string, timeoutMs: number): Promise<ClusterNode> => {
     const host = await waitFor(async () => {

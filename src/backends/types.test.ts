@@ -9,6 +9,7 @@ import { BackendRegistry } from './registry.js';
 import { localFactory } from './local/index.js';
 import { blockFactory } from './block/index.js';
 import { rbdFactory } from './rbd/index.js';
+import { cinderFactory } from './cinder/index.js';
 import { cephfsFactory } from './cephfs/index.js';
 import { glusterfsFactory } from './glusterfs/index.js';
 import { sshfsFactory } from './sshfs/index.js';
@@ -18,7 +19,7 @@ import { nfsFactory } from './nfs/index.js';
 /** One instance of every backend type, made from a minimal config (no I/O beyond a log directory). */
 function registry(): BackendRegistry {
   const r = new BackendRegistry();
-  for (const f of [localFactory, blockFactory, rbdFactory, cephfsFactory, glusterfsFactory, sshfsFactory, s3Factory, nfsFactory]) r.registerType(f);
+  for (const f of [localFactory, blockFactory, rbdFactory, cinderFactory, cephfsFactory, glusterfsFactory, sshfsFactory, s3Factory, nfsFactory]) r.registerType(f);
   const root = mkdtempSync(join(tmpdir(), 'ballast-access-'));
   return r.instantiate({
     local: { type: 'local' }, block: { type: 'block' }, rbd: { type: 'rbd' }, cephfs: { type: 'cephfs' },

@@ -49,7 +49,7 @@ export function detailPath(vol: VolumeRecord, key: string, legacy: () => string)
 /** Something of a backend's on the host that no volume record accounts for. */
 export interface Orphan {
   readonly backend: string;
-  readonly kind: 'mount' | 'loop' | 'image' | 'directory';
+  readonly kind: 'mount' | 'loop' | 'image' | 'directory' | 'volume' | 'attachment';
   readonly path: string;
   readonly detail: string;
   /** Safe to clean on `ballast repair` (a stray mount or loop device); data (images, dirs) never is. */
@@ -59,6 +59,11 @@ export interface Orphan {
    * on every pass, not only on `ballast repair`, and reports the cleaning among the pass's repairs.
    */
   readonly autoClean?: boolean;
+  /**
+   * Storage whose record the store lost but that says what it is (a Cinder volume's metadata): the
+   * record `ballast repair` inserts for it, as it was. Data is never cleaned; it is adopted back.
+   */
+  readonly adopt?: { readonly name: string; readonly spec: Readonly<Record<string, unknown>>; readonly mountpoint: string; readonly details: Readonly<Record<string, unknown>>; readonly createdAt: string };
 }
 
 /** Optional ability: find and clean what a crash or a lost record left behind. */

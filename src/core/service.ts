@@ -136,6 +136,21 @@ export class VolumeService {
     return this.d.store.updateVolume({ ...rec, details: { ...rec.details, ...details }, state: 'ready' });
   }
 
+  /**
+   * `ballast repair`: puts back the record of a volume whose storage says it is Ballast's (Cinder
+   * metadata) but whose record the store lost. Never overwrites a record: a volume of that name that
+   * exists now wins, and the storage stays an orphan to report.
+   */
+  async adopt(backendName: string, a: { readonly name: string; readonly spec: Readonly<Record<string, unknown>>; readonly mountpoint: string; readonly details: Readonly<Record<string, unknown>>; readonly createdAt: string }): Promise<void> {
+    const vname = validateVolumeName(a.name);
+    await this.lock.run(vname, async () => {
+      if (await this.d.store.getVolume(vname)) throw new ConflictError(`volume ${vname} exists in the store already, with other storage; rename or remove it before adopting this one back`);
+      const rec = await this.d.store.insertVolume({ name: vname, backend: backendName, spec: a.spec, mountpoint: a.mountpoint, createdAt: a.createdAt, state: 'ready', details: a.details });
+      if (!rec) throw new ConflictError(`volume ${vname} was created concurrently; run ballast repair again`);
+      this.d.log.warn({ op: 'adopt', volume: vname, backend: backendName, outcome: 'ok' }, `volume ${vname} adopted back into the store from backend ${backendName}`);
+    });
+  }
+
   async remove(name: unknown): Promise<void> {
     const vname = validateVolumeName(name);
     await this.op('remove', vname, undefined, () => this.lock.run(vname, async () => {

@@ -17,6 +17,7 @@ import { nfsFactory } from '../backends/nfs/index.js';
 import { s3Factory } from '../backends/s3/index.js';
 import { cephfsFactory } from '../backends/cephfs/index.js';
 import { rbdFactory } from '../backends/rbd/index.js';
+import { cinderFactory } from '../backends/cinder/index.js';
 import { VolumeService } from '../core/service.js';
 import { hostExec, type Exec } from '../host/exec.js';
 import { ProcMountTable, type MountTable } from '../host/mountinfo.js';
@@ -93,7 +94,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
   const backends = new BackendRegistry()
     .registerType(localFactory).registerType(blockFactory)
     .registerType(sshfsFactory).registerType(glusterfsFactory).registerType(nfsFactory).registerType(s3Factory)
-    .registerType(cephfsFactory).registerType(rbdFactory)
+    .registerType(cephfsFactory).registerType(rbdFactory).registerType(cinderFactory)
     .instantiate(config.backends, { root: config.root, exec, mounts, log, fault, node: config.node, cluster: sc.type === 'etcd' });
   // Cluster mode: the store is shared by every node (etcd), so volumes are attached before they are staged.
   const timing = sc.type === 'etcd' ? clusterTiming(sc) : undefined;

@@ -9,7 +9,7 @@ import type { MountTable } from '../host/mountinfo.js';
 import type { LoopDevice } from '../host/blockdev.js';
 import type { DockerApi } from '../host/docker-api.js';
 
-export type RepairKind = 'unmount-unreferenced' | 'remount-referenced' | 'remount-dead' | 'leaked-reference' | 'orphan-cleaned' | 'released-idle' | 'stale-detached';
+export type RepairKind = 'unmount-unreferenced' | 'remount-referenced' | 'remount-dead' | 'leaked-reference' | 'orphan-cleaned' | 'released-idle' | 'stale-detached' | 'adopted';
 
 export interface Repair { readonly kind: RepairKind; readonly volume: string; readonly detail: string }
 export interface Uncertain { readonly volume: string; readonly since: string; readonly error: string; readonly attempts: number; readonly nextTry: string }
@@ -64,7 +64,7 @@ const BACKOFF_MAX_MS = 300_000;
 export class Reconciler {
   private readonly uncertain = new Map<string, { since: string; error: string; attempts: number; nextTry: number }>();
   private readonly counters: Record<RepairKind | 'passes' | 'failures', number> = {
-    passes: 0, failures: 0, 'unmount-unreferenced': 0, 'remount-referenced': 0, 'remount-dead': 0, 'leaked-reference': 0, 'orphan-cleaned': 0, 'released-idle': 0, 'stale-detached': 0,
+    passes: 0, failures: 0, 'unmount-unreferenced': 0, 'remount-referenced': 0, 'remount-dead': 0, 'leaked-reference': 0, 'orphan-cleaned': 0, 'released-idle': 0, 'stale-detached': 0, adopted: 0,
   };
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<PassReport> | undefined;
@@ -219,6 +219,16 @@ export class Reconciler {
     for (const b of this.d.backends.all()) {
       if (!canFindOrphans(b)) continue;
       for (const o of await b.findOrphans(known, snap).catch(() => [] as Orphan[])) {
+        if (o.adopt && opts.repair) {
+          try {
+            await this.d.service.adopt(b.name, o.adopt);
+            repairs.push({ kind: 'adopted', volume: o.adopt.name, detail: `${o.path}: the store had lost it; adopted back from the backend's own record of it` });
+            continue;
+          } catch (e) {
+            orphans.push({ ...o, detail: `${o.detail}; adopting failed: ${(e as Error).message}` });
+            continue;
+          }
+        }
         if (o.cleanable && (opts.repair || o.autoClean)) {
           try {
             await b.cleanOrphan(o);

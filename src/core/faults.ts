@@ -10,6 +10,11 @@ export const FAULT_POINTS = {
   remove: ['remove.marked', 'remove.deprovisioned'],
 } as const;
 
+/** Steps inside one backend's node work (not in the crash matrix of local and block; their own suites use them). */
+export const BACKEND_FAULT_POINTS = {
+  cinder: ['cinder.attachment-created', 'cinder.staged'],
+} as const;
+
 export const ALL_FAULT_POINTS: readonly string[] = Object.values(FAULT_POINTS).flat();
 
 export function faultInjector(points: readonly string[]): ((point: string) => void) | undefined {

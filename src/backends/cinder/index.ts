@@ -252,6 +252,7 @@ export class CinderBackend implements Backend, Attacher, Fencer, HealthChecker, 
         await this.api.setMetadata(v.id, this.ownedMetadata(vol, false), `marking Cinder volume ${v.id} as ${what}`);
         return { cinderId: v.id, createdByBallast: false, sizeGiB: v.size, ...(v.volume_type ? { cinderType: v.volume_type } : {}) };
       }
+      // multiattach comes from the volume type (Cinder removed the create flag); checked once it is made.
       // A create that crashed after Cinder made the volume finds it by its marker instead of making a second one.
       const mine = (await this.api.listVolumes({ [META.backend]: this.name, [META.volume]: vol.name })).filter((v) => v.metadata?.[META.createdBy] === 'ballast');
       let v = mine[0];
@@ -261,7 +262,6 @@ export class CinderBackend implements Backend, Attacher, Fencer, HealthChecker, 
           name: vol.name, description: `Ballast volume ${vol.name}`, ...(spec.size ? { size: spec.size } : {}),
           ...(spec.type ? { volume_type: spec.type } : {}), ...(spec.zone ? { availability_zone: spec.zone } : {}),
           ...(spec.snapshot ? { snapshot_id: spec.snapshot } : {}), ...(spec.source ? { source_volid: spec.source } : {}),
-          ...(spec.multiattach ? { multiattach: true } : {}),
           metadata: this.ownedMetadata(vol, true),
         }, `creating ${what}`);
       }

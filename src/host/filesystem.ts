@@ -93,6 +93,8 @@ export interface StageBlock extends BlockFilesystem {
    * stage is damage: false, and it is refused.
    */
   readonly mayFormat: boolean;
+  /** With mayFormat: the source was never formatted as far as Ballast knows, so it is probed before the first mount. */
+  readonly likelyBlank?: boolean;
   readonly label?: string;
   /**
    * The source is on a local disk (an image file): a stat of the staging path cannot hang, so an already
@@ -123,6 +125,13 @@ export async function stageBlockFilesystem(exec: Exec, mounts: MountTable, s: St
   await s.beforeMount?.();
   await mkdir(mp, { recursive: true, mode: 0o755 });
   const mount = () => mountBlock(exec, s, mp);
+  // Storage that was never formatted (its first stage): probed first, so a blank one is formatted
+  // without a mount that must fail first.
+  if (s.mayFormat && s.likelyBlank && !s.readOnly && !(await probeSignature(exec, s.source))) {
+    await makeFilesystem(exec, s.fstype, s.source, s.label);
+    await mount();
+    return 'mounted';
+  }
   try {
     await mount();
     return 'mounted';
@@ -138,6 +147,7 @@ export async function stageBlockFilesystem(exec: Exec, mounts: MountTable, s: St
     if (probed && !sig && s.mayFormat) {
       throw new InternalError(`${s.what} of volume ${s.volume} has no filesystem yet and is staged read-only here, so it cannot be formatted; stage it read-write once first`, { cause: e });
     }
+    if (!probed) throw e; // the mount's own error says why (a source that cannot even be read)
     if (!sig) {
       throw new InternalError(`${s.what} of volume ${s.volume} has no filesystem signature although Ballast formatted it; refusing to format it again. Inspect it (blkid -p, fsck) before use`, { cause: e });
     }

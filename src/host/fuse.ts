@@ -188,7 +188,7 @@ export async function unmountAndWait(exec: Exec, mounts: MountTable, mountpoint:
     const left = await processesMentioning(mountpoint);
     if (left.length === 0 || Date.now() >= deadline) break;
     if ((await Promise.all(left.map(stopped))).every(Boolean)) break; // a stopped client never exits by itself
-    await sleep(100);
+    await sleep(25);
   }
   // Still there with nothing mounted: stopped or hung; it serves nothing and would never exit.
   if (!(await mounts.at(mountpoint))) await endClients(mountpoint);

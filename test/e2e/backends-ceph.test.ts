@@ -243,7 +243,7 @@ function rbdNode(node: string): RbdBackend {
   const root = join(scratch, `fence-${node}`);
   mkdirSync(root, { recursive: true });
   return rbdFactory.create('rbd', { conf: c().conf, keyring: c().keyring, timeoutSec: 30 }, {
-    root, exec: hostExec, mounts: new ProcMountTable(), log: pino({ level: 'silent' }), node,
+    root, exec: hostExec, mounts: new ProcMountTable(), log: pino({ level: 'silent' }), node, cluster: true,
   }) as RbdBackend;
 }
 /** The record node `b` would read from the store for volume `name` (paths placed by that node). */

@@ -372,7 +372,8 @@ region_name = RegionOne
     await stopOne('epmd', 5_000);
     const stray = pidsByComm('epmd').filter((p) => !epmdBefore.has(p) && /epmd/.test(cmdline(p)));
     if (stray.length) await killPids(stray, 'SIGTERM', 5_000);
-    rmSync(dir, { recursive: true, force: true });
+    if (process.env.BALLAST_KEEP_LOGS) process.stderr.write(`openstack: kept ${dir} (BALLAST_KEEP_LOGS)\n`);
+    else rmSync(dir, { recursive: true, force: true });
   };
 
   // --- HTTP ---

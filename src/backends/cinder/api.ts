@@ -169,9 +169,13 @@ export class CinderApi {
 
   /**
    * One call; `ok` lists the statuses that are answers (404 for a lookup). A 401 renews the token
-   * and retries once. Other statuses throw OpenStackHttpError with Cinder's message.
+   * and retries once. A call that may be repeated (GET, DELETE, and the calls the caller marks
+   * `idempotent`: a metadata merge, an os-complete) is retried twice on 500/502/503/504 (Cinder on
+   * SQLite answers 500 when its database is locked for a moment); a create never is. Other statuses
+   * throw OpenStackHttpError with Cinder's message.
    */
-  async call<T = unknown>(method: string, path: string, what: string, body?: unknown, ok: readonly number[] = []): Promise<{ status: number; json: T }> {
+  async call<T = unknown>(method: string, path: string, what: string, body?: unknown, ok: readonly number[] = [], idempotent = method === 'GET' || method === 'DELETE'): Promise<{ status: number; json: T }> {
+    let transient = 0;
     for (let attempt = 0; ; attempt++) {
       const ses = await this.session.get();
       const r = await send(`${ses.endpoint}${path}`, {
@@ -181,6 +185,7 @@ export class CinderApi {
       });
       const text = await r.text();
       if (r.status === 401 && attempt === 0) { this.session.invalidate(ses.token); continue; }
+      if (idempotent && [500, 502, 503, 504].includes(r.status) && transient < 2) { await new Promise((res) => setTimeout(res, 200 * ++transient)); continue; }
       if (!r.ok && !ok.includes(r.status)) throw new OpenStackHttpError(r.status, serviceMessage(text), `Cinder: ${what}`);
       return { status: r.status, json: (text ? JSON.parse(text) : {}) as T };
     }
@@ -215,7 +220,7 @@ export class CinderApi {
   }
 
   async setMetadata(id: string, metadata: Readonly<Record<string, string>>, what: string): Promise<void> {
-    await this.call('POST', `/volumes/${encodeURIComponent(id)}/metadata`, what, { metadata });
+    await this.call('POST', `/volumes/${encodeURIComponent(id)}/metadata`, what, { metadata }, [], true);
   }
 
   async createAttachment(volumeId: string, connector: Readonly<Record<string, unknown>>, what: string): Promise<CinderAttachment> {
@@ -228,7 +233,7 @@ export class CinderApi {
   }
 
   async completeAttachment(id: string, what: string): Promise<void> {
-    await this.call('POST', `/attachments/${encodeURIComponent(id)}/action`, what, { 'os-complete': null });
+    await this.call('POST', `/attachments/${encodeURIComponent(id)}/action`, what, { 'os-complete': null }, [], true);
   }
 
   /** Deletes the attachment; gone already is success. */

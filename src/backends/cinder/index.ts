@@ -255,29 +255,37 @@ export class CinderBackend implements Backend, Attacher, Fencer, HealthChecker, 
       // multiattach comes from the volume type (Cinder removed the create flag); checked once it is made.
       // A create that crashed after Cinder made the volume finds it by its marker instead of making a second one.
       const mine = (await this.api.listVolumes({ [META.backend]: this.name, [META.volume]: vol.name })).filter((v) => v.metadata?.[META.createdBy] === 'ballast');
-      let v = mine[0];
+      let v: CinderVolume | undefined = mine[0];
       if (v && !pc?.resumed) throw new ConflictError(`${this.label}: Cinder volume ${v.id} is marked as Ballast volume ${vol.name} already, but the store has no such volume (it was lost?); run ballast repair to adopt it back, or delete the Cinder volume`);
-      if (!v) {
-        v = await this.api.createVolume({
-          name: vol.name, description: `Ballast volume ${vol.name}`, ...(spec.size ? { size: spec.size } : {}),
+      // Cinder on SQLite can answer 500 for a moment; whether the volume was made then is read from its marker.
+      for (let attempt = 0; !v; attempt++) {
+        try {
+          v = await this.api.createVolume({
+            name: vol.name, description: `Ballast volume ${vol.name}`, ...(spec.size ? { size: spec.size } : {}),
           ...(spec.type ? { volume_type: spec.type } : {}), ...(spec.zone ? { availability_zone: spec.zone } : {}),
           ...(spec.snapshot ? { snapshot_id: spec.snapshot } : {}), ...(spec.source ? { source_volid: spec.source } : {}),
           metadata: this.ownedMetadata(vol, true),
-        }, `creating ${what}`);
+          }, `creating ${what}`);
+        } catch (e) {
+          if (!(e instanceof OpenStackHttpError) || e.status < 500 || attempt >= 2) throw e;
+          await sleep(300 * (attempt + 1));
+          v = (await this.api.listVolumes({ [META.backend]: this.name, [META.volume]: vol.name })).find((x) => x.metadata?.[META.createdBy] === 'ballast');
+        }
       }
+      const made: CinderVolume = v;
       let ready: CinderVolume | undefined;
       try {
-        ready = await this.waitFor(v.id, what, (x) => x?.status === 'available', this.createTimeoutMs);
+        ready = await this.waitFor(made.id, what, (x) => x?.status === 'available', this.createTimeoutMs);
       } catch (e) {
         // A volume that went to error is Ballast's own and holds nothing: it is deleted, not left behind.
-        await this.api.deleteVolume(v.id, `deleting the failed Cinder volume ${v.id}`).catch(() => undefined);
+        await this.api.deleteVolume(made.id, `deleting the failed Cinder volume ${made.id}`).catch(() => undefined);
         throw e;
       }
       if (spec.multiattach && !ready?.multiattach) {
-        await this.api.deleteVolume(v.id, `deleting Cinder volume ${v.id}`).catch(() => undefined);
+        await this.api.deleteVolume(made.id, `deleting Cinder volume ${made.id}`).catch(() => undefined);
         throw new InvalidArgumentError(`${this.label}: Cinder made ${what} without multiattach; create it with a volume type whose extra spec multiattach is "<is> True" (-o type=...)`);
       }
-      return { cinderId: v.id, createdByBallast: true, sizeGiB: ready?.size ?? spec.size, ...(ready?.volume_type ? { cinderType: ready.volume_type } : {}) };
+      return { cinderId: made.id, createdByBallast: true, sizeGiB: ready?.size ?? spec.size, ...(ready?.volume_type ? { cinderType: ready.volume_type } : {}) };
     });
   }
 
@@ -331,24 +339,68 @@ export class CinderBackend implements Backend, Attacher, Fencer, HealthChecker, 
     const id = this.idOf(vol);
     const what = this.what(vol);
     return this.guard(`attaching ${what} to node ${node}`, async () => {
-      const { atts, volume } = await this.attachments(id);
+      // Fast path: the volume's own record says who holds it (its labels and status), one GET. Only
+      // when it shows an attachment is Cinder's list of them read, to tell live ones from stale labels.
+      let volume = await this.api.getVolume(id);
+      if (!volume) throw new NotFoundError(`${this.label}: Cinder volume ${id} of volume ${vol.name} is gone (deleted outside Ballast?); remove the Ballast volume`);
+      const labelled = Object.keys(volume.metadata ?? {}).some((k) => k.startsWith(META.attachmentPrefix));
+      if (labelled || volume.status !== 'available') {
+        const r = await this.attachments(id);
+        volume = r.volume;
+        const formattedNow = volume.metadata?.[META.formatted];
+        const mine = r.atts.find((a) => a.node === node);
+        if (mine) {
+          const full = await this.api.getAttachment(mine.id);
+          if (full) return this.attachInfo(vol, full, formattedNow);
+        }
+        // An attachment with no label that never completed is what a crash (or a create Cinder answered
+        // 500 to) left between the create and the label. The caller holds the volume (the only node
+        // attaching it: cluster mode attached it in etcd first), so on a volume that is not multiattach
+        // it is this attach's own, and is adopted instead of blocking every later attach.
+        const stray = r.atts.filter((a) => !a.node && a.status !== 'attached');
+        if (!mine && !volume.multiattach && stray.length === 1 && r.atts.length === 1) {
+          const full = await this.api.getAttachment(stray[0].id);
+          if (full) {
+            await this.labelAttachment(id, full, node);
+            return this.attachInfo(vol, full, formattedNow);
+          }
+        }
+        const others = r.atts.filter((a) => a.node !== node);
+        if (others.length > 0 && !volume.multiattach) {
+          const who = others.map((a) => `${a.node ? `node ${a.node}` : 'a host Ballast does not know'} (attachment ${a.id}, ${a.status})`).join(', ');
+          throw new BusyError(`${what} is attached to ${who} in Cinder, and it is not multiattach. Stop its containers there first; a node that died is taken over in cluster mode once its lease expired`);
+        }
+      }
       const formatted = volume.metadata?.[META.formatted];
-      const mine = atts.find((a) => a.node === node);
-      if (mine) {
-        const full = await this.api.getAttachment(mine.id);
-        if (full) return this.attachInfo(vol, full, formatted);
+      // An attachment deleted a moment ago (the last Unmount) is let go by cinder-volume asynchronously:
+      // until then Cinder refuses a new one ("status must be available ... is in-use"). With no other
+      // attachment left, that is waited out (bounded); another one appearing is refused as above.
+      let att: CinderAttachment | undefined;
+      for (const deadline = Date.now() + 15_000; !att;) {
+        try {
+          att = await this.api.createAttachment(id, this.connector(node, mode), `attaching ${what} to node ${node}`);
+        } catch (e) {
+          // A 500 may or may not have made the attachment: one that appeared unlabeled is this one.
+          if (e instanceof OpenStackHttpError && e.status >= 500 && !volume.multiattach) {
+            const made = (await this.attachments(id)).atts.filter((a) => !a.node && a.status !== 'attached');
+            if (made.length === 1) { att = await this.api.getAttachment(made[0].id); if (att) break; }
+          }
+          if (!(e instanceof OpenStackHttpError) || e.status !== 400 || !/status must be/.test(e.serviceMessage) || Date.now() > deadline) throw e;
+          await sleep(200);
+          const again = await this.attachments(id);
+          if (again.atts.some((a) => a.node !== node) && !again.volume.multiattach) throw e;
+        }
       }
-      const others = atts.filter((a) => a.node !== node);
-      if (others.length > 0 && !volume.multiattach) {
-        const who = others.map((a) => `${a.node ? `node ${a.node}` : 'a host Ballast does not know'} (attachment ${a.id}, ${a.status})`).join(', ');
-        throw new BusyError(`${what} is attached to ${who} in Cinder, and it is not multiattach. Stop its containers there first; a node that died is taken over in cluster mode once its lease expired`);
-      }
-      const att = await this.api.createAttachment(id, this.connector(node, mode), `attaching ${what} to node ${node}`);
-      const conn = connectionOf(att.connection_info, what);
-      await this.api.setMetadata(id, { [META.attachmentPrefix + att.id]: `${node} ${new Date().toISOString()}`, ...(conn.rbd ? { [META.rbd]: `${conn.rbd.pool}/${conn.rbd.image}` } : {}) }, `labeling attachment ${att.id}`);
+      await this.labelAttachment(id, att, node);
       this.ctx.fault?.('cinder.attachment-created');
       return this.attachInfo(vol, att, formatted);
     });
+  }
+
+  /** Writes which node made the attachment (and, for rbd, the image) into the volume's metadata. */
+  private async labelAttachment(id: string, att: CinderAttachment, node: string): Promise<void> {
+    const conn = connectionOf(att.connection_info, `Cinder volume ${id}`);
+    await this.api.setMetadata(id, { [META.attachmentPrefix + att.id]: `${node} ${new Date().toISOString()}`, ...(conn.rbd ? { [META.rbd]: `${conn.rbd.pool}/${conn.rbd.image}` } : {}) }, `labeling attachment ${att.id}`);
   }
 
   private attachInfo(vol: VolumeRecord, att: CinderAttachment, formatted: string | undefined): AttachInfo {
@@ -368,8 +420,12 @@ export class CinderBackend implements Backend, Attacher, Fencer, HealthChecker, 
     const id = this.idOf(vol);
     const what = this.what(vol);
     await this.guard(`detaching ${what} from node ${node}`, async () => {
-      const { atts } = await this.attachments(id).catch((e) => { if (e instanceof NotFoundError) return { atts: [] }; throw e; });
-      for (const a of atts.filter((x) => x.node === node)) await this.deleteAttachment(id, a, what);
+      // The labels say which attachments are this node's: one GET, then the deletes (a gone one is success).
+      const volume = await this.api.getVolume(id);
+      if (!volume) return;
+      for (const [k, v] of Object.entries(volume.metadata ?? {})) {
+        if (k.startsWith(META.attachmentPrefix) && v.split(' ')[0] === node) await this.deleteAttachment(id, { id: k.slice(META.attachmentPrefix.length) }, what);
+      }
     });
     this.conns.delete(vol.name);
   }
@@ -419,7 +475,7 @@ export class CinderBackend implements Backend, Attacher, Fencer, HealthChecker, 
     } else {
       const dev = await connectIscsi(this.ctx.exec, conn.iscsi!, what);
       try {
-        await stageBlockFilesystem(this.ctx.exec, this.ctx.mounts, { source: dev, loop: false, fstype: spec.fstype, what: `Cinder volume ${String(vol.details.cinderId)}`, volume: vol.name, stagingPath: mp, mountopts: spec.mountopts, readOnly: opts.readOnly, mayFormat, label: vol.name.slice(0, 16), localSource: false });
+        await stageBlockFilesystem(this.ctx.exec, this.ctx.mounts, { source: dev, loop: false, fstype: spec.fstype, what: `Cinder volume ${String(vol.details.cinderId)}`, volume: vol.name, stagingPath: mp, mountopts: spec.mountopts, readOnly: opts.readOnly, mayFormat, likelyBlank: mayFormat, label: vol.name.slice(0, 16), localSource: false });
       } catch (e) {
         await disconnectIscsi(this.ctx.exec, conn.iscsi!).catch(() => undefined);
         throw e;
@@ -427,9 +483,12 @@ export class CinderBackend implements Backend, Attacher, Fencer, HealthChecker, 
     }
     const id = this.idOf(vol);
     await this.guard(`completing the attachment of ${what}`, async () => {
-      if (mayFormat && !opts.readOnly) await this.api.setMetadata(id, { [META.formatted]: spec.fstype }, `marking ${what} formatted`);
       this.ctx.fault?.('cinder.staged');
-      if (att.attachmentId) await this.api.completeAttachment(att.attachmentId, `completing attachment ${att.attachmentId} of ${what}`);
+      // Both idempotent, so they go out together.
+      await Promise.all([
+        mayFormat && !opts.readOnly ? this.api.setMetadata(id, { [META.formatted]: spec.fstype }, `marking ${what} formatted`) : undefined,
+        att.attachmentId ? this.api.completeAttachment(att.attachmentId, `completing attachment ${att.attachmentId} of ${what}`) : undefined,
+      ]);
     });
   }
 

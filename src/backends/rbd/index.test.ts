@@ -84,7 +84,7 @@ test('rbd: every rbd-fuse starts with the cache off and bounded op timeouts on i
     list: async () => [...mounted].map(([mountpoint, fstype], i) => ({ id: i, parent: 0, majorMinor: '0:0', root: '/', mountpoint, options: 'rw', fstype, source: 'x', superOptions: '' })),
     at: async (p) => (await mounts.list()).find((m) => m.mountpoint === p),
   };
-  const ctx: BackendContext = { root, exec, mounts, log: pino({ level: 'silent' }), node: 'node-a' };
+  const ctx: BackendContext = { root, exec, mounts, log: pino({ level: 'silent' }), node: 'node-a', cluster: true };
   try {
     const b = rbdFactory.create('rbd', { conf: '/etc/ceph/ceph.conf', opTimeoutSec: 7 }, ctx);
     const v = { ...vol({ image: 'img', fstype: 'ext4', mountopts: [], existing: true }), mountpoint: join(root, 'mp'), details: { fuseDir: join(root, 'fuse', 'v1') } };
@@ -97,6 +97,14 @@ test('rbd: every rbd-fuse starts with the cache off and bounded op timeouts on i
     const set = calls.findIndex((c) => c.includes('config') && c.includes('debug_ms'));
     assert.ok(set > calls.indexOf(fuse) && calls[set].join(' ').endsWith('config set debug_ms 0/0'), 'the messenger log is turned off after the start');
     assert.throws(() => rbdFactory.create('rbd', { conf: '/etc/ceph/ceph.conf', opTimeoutSec: 40, timeoutSec: 30 }, ctx), /opTimeoutSec \(40\) may not exceed timeoutSec \(30\)/);
+    // On one host nobody fences, so the client's address is not recorded: no messenger log, no admin-socket calls.
+    mounted.clear();
+    calls.length = 0;
+    const single = rbdFactory.create('rbd', { conf: '/etc/ceph/ceph.conf', opTimeoutSec: 7 }, { ...ctx, cluster: false });
+    await single.stage(v, v.mountpoint, { attachment: { attachmentId: 'ballast-node-a', connection: {} } });
+    const fuse1 = calls.find((c) => c[0] === 'rbd-fuse')!;
+    assert.ok(fuse1.includes('--rbd_cache=false') && !fuse1.includes('--debug_ms=0/1'), fuse1.join(' '));
+    assert.ok(!calls.some((c) => c.includes('--admin-daemon')), 'no admin-socket call on one host');
   } finally { rmSync(root, { recursive: true, force: true }); }
 });
 

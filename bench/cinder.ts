@@ -19,7 +19,6 @@
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { cpus, release } from 'node:os';
 import { startDockerEngine, type DockerEngine } from '../test/helpers/docker-engine.js';
 import { startBallast, type BallastProc } from '../test/helpers/ballast.js';
 import { run, sleep, waitFor } from '../test/helpers/proc.js';
@@ -27,7 +26,8 @@ import { startCeph, type CephCluster } from '../test/servers/ceph.js';
 import { startOpenStack, type OpenStack } from '../test/servers/openstack.js';
 import { rbdClientArgs } from '../src/backends/ceph/rbd-fuse.js';
 import { PluginClient } from './lib/plugin-client.js';
-import { figure, table, type Figure } from './lib/report.js';
+import { figure, type Figure } from './lib/report.js';
+import { writeResult } from './lib/result.js';
 import { median } from './lib/stats.js';
 import { loadAvg } from './lib/proc-status.js';
 
@@ -217,20 +217,7 @@ async function main(): Promise<void> {
     for (const m of left) await run(['umount', '-l', '--', m], { timeoutMs: 10_000 });
     if (errors.length && process.env.BALLAST_KEEP_LOGS) log(`kept ${scratch} for its logs`); else rmSync(scratch, { recursive: true, force: true });
   }
-  const withTarget = figures.filter((f) => f.target);
-  const result = {
-    benchmark: 'ballast-cinder',
-    durationSec: Math.round((performance.now() - t0) / 100) / 10,
-    host: { loadAvg1m: { start: loadStart, end: loadAvg() }, node: process.version, kernel: release(), cpus: cpus().length },
-    summary: { targets: withTarget.length, passed: withTarget.filter((f) => f.pass).length, missed: withTarget.filter((f) => f.pass === false).map((f) => `${f.section}: ${f.name}`) },
-    figures, raw, errors,
-  };
-  const json = JSON.stringify(result, null, 2);
-  writeFileSync(args.out, `${json}\n`);
-  process.stdout.write(`${json}\n`);
-  process.stderr.write(`\nBallast Cinder benchmark (${result.durationSec} s)\n\n${table(figures, [])}\n${result.summary.passed}/${result.summary.targets} targets met; results written to ${args.out}\n`);
-  for (const e of errors) process.stderr.write(`\nerror: ${e}\n`);
-  if (errors.length) process.exitCode = 1;
+  writeResult({ benchmark: 'ballast-cinder', title: 'Ballast Cinder benchmark', out: args.out, t0, loadStart, figures, errors, extra: { raw } });
 }
 
 main().catch((e) => { process.stderr.write(`bench:cinder: ${(e as Error).stack ?? String(e)}\n`); process.exit(1); });

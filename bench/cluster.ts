@@ -14,11 +14,11 @@
  * to stderr. Exits non-zero only on an error, never on a missed target. Everything it starts (etcd
  * members, daemons, mounts, loop devices, temp dirs) is undone on exit and on Ctrl-C.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { cpus, release, totalmem } from 'node:os';
 import { Cleanups, loopsUnder, mountsUnder } from './lib/cleanup.js';
-import { table, type Figure } from './lib/report.js';
+import type { Figure } from './lib/report.js';
+import { writeResult } from './lib/result.js';
 import { loadAvg } from './lib/proc-status.js';
 import type { BenchContext } from './lib/context.js';
 import { CLUSTER_DEFAULTS, clusterSection, type ClusterOptions } from './sections/cluster.js';
@@ -96,23 +96,7 @@ async function main(): Promise<void> {
   for (const l of leftovers) errors.push({ section: 'cleanup', error: `left behind: ${l}` });
   log(leftovers.length ? `cleanup: LEFT BEHIND ${leftovers.join('; ')}` : 'cleanup: no mounts, loop devices, etcd members or temp dirs left');
 
-  const withTarget = figures.filter((f) => f.target);
-  const loadEnd = loadAvg();
-  const result = {
-    benchmark: 'ballast-cluster',
-    startedAt: new Date(Date.now() - (performance.now() - t0)).toISOString(),
-    durationSec: Math.round((performance.now() - t0) / 100) / 10,
-    host: { loadAvg1m: { start: loadStart, end: loadEnd }, node: process.version, kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model, memGB: Math.round(totalmem() / 1e8) / 10, root: process.getuid?.() === 0 },
-    summary: { targets: withTarget.length, passed: withTarget.filter((f) => f.pass).length, missed: withTarget.filter((f) => f.pass === false).map((f) => `${f.section}: ${f.name}`) },
-    figures, sections, skipped, errors,
-  };
-  const json = JSON.stringify(result, null, 2);
-  writeFileSync(args.out, `${json}\n`);
-  process.stdout.write(`${json}\n`);
-  process.stderr.write(`\nBallast cluster benchmark (${result.durationSec} s, ${result.host.cpus} CPUs, node ${process.version}, 1-min load average ${loadStart} at start, ${loadEnd} at end)\n\n${table(figures, skipped)}\n`);
-  for (const e of errors) process.stderr.write(`\n${e.section} failed: ${e.error}\n`);
-  process.stderr.write(`\n${result.summary.passed}/${result.summary.targets} targets met; results written to ${args.out}\n`);
-  if (errors.length) process.exitCode = 1;
+  writeResult({ benchmark: 'ballast-cluster', title: 'Ballast cluster benchmark', out: args.out, t0, loadStart, figures, skipped, errors, extra: { sections } });
 }
 
 main().catch((e) => { process.stderr.write(`bench:cluster: ${(e as Error).stack ?? String(e)}\n`); process.exit(1); });

@@ -16,13 +16,13 @@
  * One JSON object goes to stdout and to --out (default ./bench-failover.json); the table to stderr.
  * Exits non-zero only on an error, never on a missed target. The cluster is torn down at the end.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { cpus, release } from 'node:os';
 import { startCluster, type Cluster, type ClusterNode } from '../test/helpers/cluster.js';
 import { sleep, waitFor } from '../test/helpers/proc.js';
 import { WRITER_SCRIPT, readWriterLog, runningTaskNode } from '../test/helpers/writer-workload.js';
-import { figure, table, type Figure } from './lib/report.js';
+import { figure, type Figure } from './lib/report.js';
+import { writeResult } from './lib/result.js';
 import { median } from './lib/stats.js';
 import { loadAvg } from './lib/proc-status.js';
 
@@ -118,20 +118,7 @@ async function main(): Promise<void> {
   } finally {
     await c.stop().catch((e: Error) => { errors.push(`teardown: ${e.message}`); });
   }
-  const withTarget = figures.filter((f) => f.target);
-  const result = {
-    benchmark: 'ballast-failover',
-    durationSec: Math.round((performance.now() - t0) / 100) / 10,
-    host: { loadAvg1m: { start: loadStart, end: loadAvg() }, node: process.version, kernel: release(), cpus: cpus().length },
-    summary: { targets: withTarget.length, passed: withTarget.filter((f) => f.pass).length, missed: withTarget.filter((f) => f.pass === false).map((f) => `${f.section}: ${f.name}`) },
-    figures, raw, errors,
-  };
-  const json = JSON.stringify(result, null, 2);
-  writeFileSync(args.out, `${json}\n`);
-  process.stdout.write(`${json}\n`);
-  process.stderr.write(`\nBallast failover benchmark (${result.durationSec} s)\n\n${table(figures, [])}\n${result.summary.passed}/${result.summary.targets} targets met; results written to ${args.out}\n`);
-  for (const e of errors) process.stderr.write(`\nerror: ${e}\n`);
-  if (errors.length) process.exitCode = 1;
+  writeResult({ benchmark: 'ballast-failover', title: 'Ballast failover benchmark', out: args.out, t0, loadStart, figures, errors, extra: { raw } });
 }
 
 main().catch((e) => { process.stderr.write(`bench:failover: ${(e as Error).stack ?? String(e)}\n`); process.exit(1); });

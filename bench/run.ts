@@ -9,11 +9,11 @@
  * One JSON object goes to stdout and to --out (default ./bench-results.json); progress and the
  * table go to stderr. Sections that need root or dockerd are skipped with the reason.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { cpus, release, totalmem } from 'node:os';
 import { Cleanups } from './lib/cleanup.js';
-import { table, type Figure } from './lib/report.js';
+import type { Figure } from './lib/report.js';
+import { writeResult } from './lib/result.js';
 import { loadAvg } from './lib/proc-status.js';
 import type { BenchContext, SectionResult } from './lib/context.js';
 import { apiSection } from './sections/api.js';
@@ -107,23 +107,7 @@ async function main(): Promise<void> {
   // Order the figures as in the brief: api, block, docker, rss.
   const order = ['api', 'block', 'docker', 'rss', 'restart'];
   figures.sort((a, b) => order.indexOf(a.section) - order.indexOf(b.section));
-  const withTarget = figures.filter((f) => f.target);
-  const loadEnd = loadAvg();
-  const result = {
-    benchmark: 'ballast',
-    startedAt: new Date(Date.now() - (performance.now() - t0)).toISOString(),
-    durationSec: Math.round((performance.now() - t0) / 100) / 10,
-    host: { loadAvg1m: { start: loadStart, end: loadEnd }, node: process.version, kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model, memGB: Math.round(totalmem() / 1e8) / 10, root: process.getuid?.() === 0 },
-    summary: { targets: withTarget.length, passed: withTarget.filter((f) => f.pass).length, missed: withTarget.filter((f) => f.pass === false).map((f) => `${f.section}: ${f.name}`) },
-    figures, sections, skipped, errors,
-  };
-  const json = JSON.stringify(result, null, 2);
-  writeFileSync(args.out, `${json}\n`);
-  process.stdout.write(`${json}\n`);
-  process.stderr.write(`\nBallast benchmark (${result.durationSec} s, ${result.host.cpus} CPUs, node ${process.version}, 1-min load average ${loadStart} at start, ${loadEnd} at end)\n\n${table(figures, skipped)}\n`);
-  for (const e of errors) process.stderr.write(`\nsection ${e.section} failed: ${e.error}\n`);
-  process.stderr.write(`\n${result.summary.passed}/${result.summary.targets} targets met; results written to ${args.out}\n`);
-  if (errors.length) process.exitCode = 1;
+  writeResult({ benchmark: 'ballast', title: 'Ballast benchmark', out: args.out, t0, loadStart, figures, skipped, errors, extra: { sections } });
 }
 
 main().catch((e) => { process.stderr.write(`bench: ${(e as Error).stack ?? String(e)}\n`); process.exit(1); });

@@ -281,6 +281,21 @@ export function canFence(b: Backend): b is Backend & Fencer {
   return typeof (b as Partial<Fencer>).fence === 'function' && typeof (b as Partial<Fencer>).claim === 'function';
 }
 
+/**
+ * Optional ability: grow a volume (never shrink). `stagingPath` is where it is staged on this node now
+ * (its filesystem is then grown online), or undefined when it is staged nowhere here (the backend grows
+ * the filesystem offline, or mounts it for the grow and unmounts it again). `others` are the backend's
+ * other records (for space accounting). Returns the spec fields that change (the new size) and a
+ * sentence for the user saying what was done.
+ */
+export interface Expander {
+  expand(vol: VolumeRecord, size: number, stagingPath: string | undefined, others: readonly VolumeRecord[]): Promise<{ readonly spec: Readonly<Record<string, unknown>>; readonly details?: Readonly<Record<string, unknown>>; readonly note: string }>;
+}
+
+export function canExpand(b: Backend): b is Backend & Expander {
+  return typeof (b as Partial<Expander>).expand === 'function';
+}
+
 /** How provision is called: `resumed` when finishing a create that a crash or a failure interrupted. */
 export interface ProvisionContext { readonly resumed: boolean }
 

@@ -86,6 +86,14 @@ volume.command('inspect <names...>')
     console.log(JSON.stringify(out, null, 2));
   });
 
+volume.command('expand <name> <size>')
+  .description('grow a volume and its filesystem (online where it is mounted); shrinking is refused')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (name: string, size: string, o: ConfigInput) => {
+    const r = await withProgress(`expanding ${name}`, clientFrom(o).call<{ note: string }>('POST', `/v1/volumes/${encodeURIComponent(name)}/expand`, { size }));
+    console.log(r.note);
+  });
+
 volume.command('rm <names...>').alias('remove')
   .description('remove volumes (refused while mounted)')
   .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())

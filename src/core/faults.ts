@@ -13,6 +13,7 @@ export const FAULT_POINTS = {
 /** Steps inside one backend's node work (not in the crash matrix of local and block; their own suites use them). */
 export const BACKEND_FAULT_POINTS = {
   cinder: ['cinder.attachment-created', 'cinder.staged'],
+  expand: ['block.image-grown', 'expand.grown'],
 } as const;
 
 export const ALL_FAULT_POINTS: readonly string[] = Object.values(FAULT_POINTS).flat();

@@ -4,11 +4,11 @@ import type { BackendRegistry } from '../backends/registry.js';
 import { stageAtMountpoint, unstageAtMountpoint } from '../backends/node-ops.js';
 import type { Attachment, AttachmentSet, VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
 import { AbortedError, BallastError, BusyError, ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
-import { canFence, checkAccess, mountpointOf, type AccessMode, type Backend, type Fencer } from '../backends/types.js';
+import { canExpand, canFence, checkAccess, mountpointOf, type AccessMode, type Backend, type Fencer } from '../backends/types.js';
 import type { Exec } from '../host/exec.js';
 import type { MountTable } from '../host/mountinfo.js';
 import { freezeFs, thawFs } from '../host/blockdev.js';
-import { assertPlainString, formatSize, validateMountId, validateVolumeName } from './validate.js';
+import { assertPlainString, formatSize, parseSize, validateMountId, validateVolumeName } from './validate.js';
 import { KeyedLock } from './keyed-lock.js';
 
 export interface ServiceDeps {
@@ -149,6 +149,43 @@ export class VolumeService {
       if (!rec) throw new ConflictError(`volume ${vname} was created concurrently; run ballast repair again`);
       this.d.log.warn({ op: 'adopt', volume: vname, backend: backendName, outcome: 'ok' }, `volume ${vname} adopted back into the store from backend ${backendName}`);
     });
+  }
+
+  /**
+   * `ballast volume expand NAME SIZE`: grows the volume's storage and its filesystem (online where it is
+   * mounted on this node). Shrinking is refused (data past the new end would be lost); the same size is
+   * a no-op. The record's size changes only after the backend grew it. Cluster mode: on the node that
+   * holds the volume (or, staged nowhere, on any node that may stage it).
+   */
+  async expand(name: unknown, size: unknown): Promise<VolumeInfo & { note: string }> {
+    const vname = validateVolumeName(name);
+    const bytes = parseSize(size);
+    return this.op('expand', vname, undefined, () => this.lock.run(vname, async () => {
+      const rec = await this.ready(vname);
+      const backend = this.d.backends.get(rec.backend);
+      if (!canExpand(backend)) throw new FailedPreconditionError(`volume ${vname} cannot be expanded: backend ${rec.backend} (type ${backend.type}) does not support expansion; nothing was changed`);
+      const cur = typeof rec.spec.size === 'number' ? rec.spec.size : undefined;
+      if (cur === undefined) throw new FailedPreconditionError(`volume ${vname} has no recorded size to grow from; nothing was changed`);
+      if (bytes < cur) throw new InvalidArgumentError(`volume ${vname} is ${formatSize(cur)}; shrinking it to ${formatSize(bytes)} is refused (data past the new end would be lost). Ballast only grows volumes; nothing was changed`);
+      if (bytes === cur) return { ...(await this.info(rec)), note: `volume ${vname} is ${formatSize(cur)} already; nothing to do` };
+      if (this.d.cluster) {
+        if (rec.home && rec.home !== this.d.node) throw new FailedPreconditionError(`volume ${vname} lives on node ${rec.home}; expand it there`);
+        const others = (await this.d.store.getAttachments(vname)).holders.filter((h) => h.node !== this.d.node);
+        if (others.length > 0) throw new FailedPreconditionError(`volume ${vname} is mounted on node ${others.map((h) => h.node).join(', ')}; expand it there, where its filesystem can grow online`);
+      }
+      const staged = (await this.d.mounts?.at(rec.mountpoint)) ? rec.mountpoint : undefined;
+      if (!staged && this.d.cluster) await this.attachHere(rec, backend, 'rw', false);
+      try {
+        const others = (await this.d.store.listVolumes(rec.backend)).filter((r) => r.name !== vname && r.state !== 'damaged');
+        const r = await backend.expand(rec, bytes, staged, [...others, rec]);
+        this.fault('expand.grown');
+        const updated = await this.d.store.updateVolume({ ...rec, spec: { ...rec.spec, ...r.spec }, details: { ...rec.details, ...(r.details ?? {}) } });
+        this.d.log.info({ op: 'expand', volume: vname, from: cur, to: bytes, online: !!staged, outcome: 'ok' }, r.note);
+        return { ...(await this.info(updated)), note: r.note };
+      } finally {
+        if (!staged && this.d.cluster && (await this.d.store.mountCount(vname, this.d.node)) === 0) await this.releaseHere(vname).catch(() => undefined);
+      }
+    }));
   }
 
   async remove(name: unknown): Promise<void> {

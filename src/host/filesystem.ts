@@ -159,3 +159,43 @@ export async function stageBlockFilesystem(exec: Exec, mounts: MountTable, s: St
 }
 
 function optionArgs(opts: readonly string[]): string[] { return opts.length ? ['-o', opts.join(',')] : []; }
+
+/**
+ * Grows a mounted filesystem to the size of its device, online: the loop device first learns its
+ * backing file's new length (`losetup -c`), then ext4 `resize2fs DEVICE`, xfs `xfs_growfs MOUNTPOINT`,
+ * btrfs `btrfs filesystem resize max MOUNTPOINT`. The caller grew the storage under it.
+ */
+export async function growMountedFilesystem(exec: Exec, fstype: FsType, device: string, mountpoint: string): Promise<void> {
+  // resize2fs, btrfs and losetup -c take no `--`; the device and mountpoint come from the mount table (absolute).
+  if (!device.startsWith('/') || !mountpoint.startsWith('/')) throw new InternalError(`cannot grow ${fstype} on ${device} at ${mountpoint}: not absolute paths`);
+  if (/^\/dev\/loop\d+$/.test(device)) await exec(['losetup', '-c', device], { timeoutMs: TIMEOUTS.losetup }); // losetup takes no `--` here
+  if (fstype === 'ext4') await exec(['resize2fs', device], { timeoutMs: TIMEOUTS.mkfs });
+  else if (fstype === 'xfs') await exec(['xfs_growfs', '--', mountpoint], { timeoutMs: TIMEOUTS.mkfs });
+  else await exec(['btrfs', 'filesystem', 'resize', 'max', mountpoint], { timeoutMs: TIMEOUTS.mkfs });
+}
+
+/**
+ * The size an ext4 filesystem on `source` spans, from its superblock (blocks count, 64-bit when the
+ * filesystem is, times the block size); undefined when it holds no ext4 superblock.
+ */
+export async function ext4Bytes(source: string): Promise<number | undefined> {
+  const { open } = await import('node:fs/promises');
+  const fh = await open(source, 'r');
+  try {
+    const sb = Buffer.alloc(1024);
+    await fh.read(sb, 0, 1024, 1024);
+    if (sb.readUInt16LE(0x38) !== 0xef53) return undefined;
+    const lo = sb.readUInt32LE(0x04);
+    const hi = (sb.readUInt32LE(0x60) & 0x80) !== 0 ? sb.readUInt32LE(0x150) : 0;
+    return (hi * 2 ** 32 + lo) * (1024 << sb.readUInt32LE(0x18));
+  } finally { await fh.close(); }
+}
+
+/**
+ * Grows an unmounted ext4 filesystem to its source's size: `e2fsck -f -p` (resize2fs insists on a fresh
+ * check; -p only fixes what is safe, and any other finding stops here), then `resize2fs`.
+ */
+export async function growExt4Offline(exec: Exec, source: string): Promise<void> {
+  await exec(['e2fsck', '-f', '-p', source], { timeoutMs: TIMEOUTS.mkfs, okCodes: [0, 1] });
+  await exec(['resize2fs', source], { timeoutMs: TIMEOUTS.mkfs });
+}

@@ -1,14 +1,14 @@
 import { statSync, statfsSync } from 'node:fs';
 import { mkdir, open, readdir, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
-import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_ONE_AT_A_TIME, SINGLE_NODE_WRITER, type AccessModes, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type SpaceGate, type StageOptions, type ThinSpace } from '../types.js';
+import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_ONE_AT_A_TIME, SINGLE_NODE_WRITER, type AccessModes, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type SpaceGate, type StageOptions, type ThinSpace, type Expander } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { FailedPreconditionError, InternalError, InvalidArgumentError, ResourceExhaustedError } from '../../core/errors.js';
 import { formatSize, parseSize } from '../../core/validate.js';
 import { checkOptionKeys } from '../options.js';
 import { parseMountOptions } from '../config-values.js';
 import { within } from '../../host/paths.js';
-import { formatIfBlank, stageBlockFilesystem, type BlockFilesystem, type StageBlock } from '../../host/filesystem.js';
+import { ext4Bytes, formatIfBlank, growExt4Offline, growMountedFilesystem, stageBlockFilesystem, type BlockFilesystem, type StageBlock } from '../../host/filesystem.js';
 import {
   FSTYPES, MIN_SIZE, type FsType, allocateFile, detachLoop, freezeFs, loopDevicesOf, probeSignature, thawFs, unmount,
 } from '../../host/blockdev.js';
@@ -73,7 +73,7 @@ export function human(bytes: number): string {
  * (the sizes promised to thin images minus what they use may not exceed the free space times
  * `thinOvercommitRatio`), and the space watcher freezes mounted thin volumes before the host is full.
  */
-export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
+export class BlockBackend implements Backend, OrphanFinder, ThinSpace, Expander {
   readonly type = 'block';
   /** Node-local by default; `shared: true` when imageDir lies on storage every node reaches. */
   readonly access: AccessModes;
@@ -229,6 +229,60 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
     return e instanceof Error ? e : new InternalError(String(e));
   }
 
+  /**
+   * Grows the image to `size` (a thick image stays thick: the new part is allocated with fallocate, and
+   * the space is checked first like a create of the difference; a thin one is extended sparsely, within
+   * the overcommit rule), then the filesystem on it, online: `losetup -c` and resize2fs, xfs_growfs or
+   * `btrfs filesystem resize max`. A volume staged nowhere is mounted at its mountpoint for the grow and
+   * unmounted again (xfs and btrfs only grow mounted), so every size Ballast reports is the usable one.
+   */
+  async expand(vol: VolumeRecord, size: number, stagingPath: string | undefined, others: readonly VolumeRecord[]): Promise<{ spec: Record<string, unknown>; details?: Record<string, unknown>; note: string }> {
+    const spec = vol.spec as unknown as BlockSpec;
+    const image = this.imageOf(vol);
+    const mode = provisioningOf(vol);
+    const delta = size - spec.size;
+    await this.checkCreate({ ...spec, size: delta, provisioning: mode }, others);
+    const st = await stat(image).catch(() => undefined);
+    if (!st) throw new InternalError(`the image ${image} of volume ${vol.name} is missing; nothing was changed`);
+    if (mode === 'thick') {
+      await allocateFile(this.ctx.exec, image, size).catch(async (e) => { throw await this.allocationError({ ...vol, spec: { ...spec, size: delta } }, image, e, true); });
+    } else if (st.size < size) {
+      const fh = await open(image, 'r+');
+      try { await fh.truncate(size); } finally { await fh.close(); }
+    }
+    this.ctx.fault?.('block.image-grown');
+    const mp = stagingPath ?? mountpointOf(vol);
+    const staged = stagingPath ? await this.ctx.mounts.at(stagingPathOf(stagingPath)) : undefined;
+    const grew = `volume ${vol.name} grew from ${formatSize(spec.size)} to ${formatSize(size)} (${mode})`;
+    if (staged) {
+      try {
+        await growMountedFilesystem(this.ctx.exec, spec.fstype, staged.source, staged.mountpoint);
+      } catch (e) {
+        // ext4 grows online only where the kernel lets resize2fs (EXT4_IOC_RESIZE_FS; it needs
+        // CAP_SYS_RESOURCE and reserved descriptor blocks): otherwise at the next mount, offline.
+        if (spec.fstype !== 'ext4') throw e;
+        const why = ((e as ExecError).result?.stderr ?? (e as Error).message).trim().split('\n').pop();
+        this.ctx.log.warn({ volume: vol.name, err: why }, 'ext4 could not grow online; it grows at the next mount');
+        return { spec: { size }, details: { growPending: true }, note: `${grew}; its ext4 filesystem could not grow online here (${why}): it grows at its next mount, once no container uses it (stop them, then start them again)` };
+      }
+      return { spec: { size }, note: `${grew}; its ${spec.fstype} filesystem grew online, mounted at ${staged.mountpoint}` };
+    }
+    if (spec.fstype === 'ext4') {
+      await growExt4Offline(this.ctx.exec, image);
+      return { spec: { size }, note: `${grew}; its ext4 filesystem was grown offline (e2fsck -f -p, resize2fs)` };
+    }
+    // xfs and btrfs grow only mounted: mounted at the volume's mountpoint for the grow, unmounted again.
+    await this.stage(vol, mp);
+    try {
+      const m = await this.ctx.mounts.at(mp);
+      if (!m) throw new InternalError(`volume ${vol.name} could not be mounted at ${mp} to grow its filesystem`);
+      await growMountedFilesystem(this.ctx.exec, spec.fstype, m.source, mp);
+    } finally {
+      await this.unstage(vol, mp);
+    }
+    return { spec: { size }, note: `${grew}; its ${spec.fstype} filesystem was grown (mounted for the grow, unmounted again)` };
+  }
+
   async deprovision(vol: VolumeRecord): Promise<void> {
     await this.unstage(vol, mountpointOf(vol));
     await rm(this.imageOf(vol), { force: true });
@@ -255,8 +309,17 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace {
     const st: StageBlock = {
       ...this.filesystem(vol, image), stagingPath: mp, mountopts: spec.mountopts, readOnly: opts.readOnly, mayFormat: false, localSource: true,
       beforeMount: async () => {
-        if (!(await stat(image).catch(() => undefined))) {
+        const img = await stat(image).catch(() => undefined);
+        if (!img) {
           throw new InternalError(`the image ${image} of volume ${vol.name} is missing; Ballast will not create an empty one in its place. Restore it, or remove the volume`);
+        }
+        // An expand whose ext4 could not grow online: grown now, before the mount, if it still is smaller.
+        if (vol.details.growPending && spec.fstype === 'ext4' && !opts.readOnly) {
+          const fs = await ext4Bytes(image);
+          if (fs !== undefined && fs + MIN_SIZE.ext4 < img.size) {
+            await growExt4Offline(this.ctx.exec, image);
+            this.ctx.log.info({ volume: vol.name, from: fs, to: img.size }, 'ext4 filesystem grown at mount (expanded while it could not grow online)');
+          }
         }
       },
     };

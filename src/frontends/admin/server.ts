@@ -50,6 +50,11 @@ export function adminHandler(d: AdminDeps): (req: IncomingMessage, res: ServerRe
       try { node = decodeURIComponent(path.slice(10, -6)); } catch { node = path.slice(10, -6); }
       route = async () => ok(await d.fence(node));
     }
+    if (!route && req.method === 'POST' && /^\/v1\/volumes\/[^/]+\/expand$/.test(path)) {
+      let name: string;
+      try { name = decodeURIComponent(path.slice(12, -7)); } catch { name = path.slice(12, -7); }
+      route = async (r) => ok(await d.service.expand(name, field(await readJsonBody(r), 'size')));
+    }
     if (!route && path.startsWith('/v1/volumes/') && path.indexOf('/', 12) < 0 && path.length > 12) {
       route = routes.get(`${req.method} /v1/volumes/:name`);
       try { param = decodeURIComponent(path.slice(12)); } catch { param = path.slice(12); }
@@ -59,7 +64,7 @@ export function adminHandler(d: AdminDeps): (req: IncomingMessage, res: ServerRe
       send(res, 404, JSON_CT, JSON.stringify({ error: `unknown endpoint ${req.method} ${String(req.url).slice(0, 200)}`, code: 'NotFound' }));
       return;
     }
-    if (!(req.method === 'POST' && path === '/v1/volumes')) req.resume(); // only create reads a body
+    if (!(req.method === 'POST' && (path === '/v1/volumes' || path.endsWith('/expand')))) req.resume(); // only create and expand read a body
     route(req, param).then(
       (a) => {
         if (a.status === 204) { res.writeHead(204); res.end(); return; }

@@ -1,5 +1,5 @@
 import { rmdir } from 'node:fs/promises';
-import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_SINGLE_WRITER, type AccessMode, type AttachInfo, type Attacher, type Backend, type BackendContext, type BackendFactory, type Fencer, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext, type StageOptions } from '../types.js';
+import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_SINGLE_WRITER, type AccessMode, type AttachInfo, type Attacher, type Backend, type BackendContext, type BackendFactory, type Fencer, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext, type StageOptions, type Expander } from '../types.js';
 import type { VolumeRecord } from '../../core/types.js';
 import { BusyError, ConflictError, InternalError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
 import { checkOptionKeys } from '../options.js';
@@ -7,7 +7,7 @@ import { ConfigReader } from '../config-values.js';
 import { formatSize, parseSize } from '../../core/validate.js';
 import { within } from '../../host/paths.js';
 import { FSTYPES, MIN_SIZE, type FsType } from '../../host/blockdev.js';
-import { formatIfBlank, type BlockFilesystem } from '../../host/filesystem.js';
+import { ext4Bytes, formatIfBlank, growExt4Offline, growMountedFilesystem, type BlockFilesystem } from '../../host/filesystem.js';
 import { MOUNT_OPTION_ALLOWLIST, parseFsMountOptions } from '../block/index.js';
 import { CephClient, CEPH_CONFIG_KEYS } from '../ceph/client.js';
 import { RbdFuse, type RbdTarget } from '../ceph/rbd-fuse.js';
@@ -36,7 +36,7 @@ interface RbdLock { id: string; locker: string; address: string }
  * OSD blocklist entries), and every rbd-fuse runs with settings under which an fsync it acknowledges
  * is on the OSDs (rbdClientArgs). Config: opTimeoutSec (default 10) and fenceExpirySec (default 3600).
  */
-export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer {
+export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Expander {
   readonly type = 'rbd';
   readonly access = MULTI_NODE_SINGLE_WRITER;
   readonly optionDocs = OPTIONS;
@@ -114,6 +114,44 @@ export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer {
       } finally { await this.fuse.detach(this.target(vol)); }
     } finally { await this.unlock(vol, this.lockId); }
     return { pool: this.pool, image, createdByBallast: !spec.existing, formatted: true };
+  }
+
+  /**
+   * Grows the image (`rbd resize`, which never shrinks without --allow-shrink), then its filesystem:
+   * staged here, online through rbd-fuse's file and the loop device (`losetup -c`, then resize2fs,
+   * xfs_growfs or btrfs resize); staged nowhere, ext4 offline on the image attached with rbd-fuse, xfs
+   * and btrfs mounted at the volume's mountpoint for the grow (under this node's lock) and unmounted.
+   */
+  async expand(vol: VolumeRecord, size: number, stagingPath: string | undefined): Promise<{ spec: Record<string, unknown>; note: string }> {
+    const spec = this.spec(vol);
+    const image = `${this.pool}/${this.imageOf(vol)}`;
+    if (size % 1048576 !== 0) throw new InvalidArgumentError(`size ${formatSize(size)} must be a whole number of MiB for RBD`);
+    await this.ceph.run('rbd', ['resize', '--no-progress', image, '--size', `${size / 1048576}M`]);
+    const grew = `volume ${vol.name} (rbd image ${image}) grew from ${spec.size ? formatSize(spec.size) : 'its size'} to ${formatSize(size)}`;
+    const staged = stagingPath ? await this.ctx.mounts.at(stagingPathOf(stagingPath)) : undefined;
+    if (staged) {
+      await growMountedFilesystem(this.ctx.exec, spec.fstype, staged.source, staged.mountpoint);
+      return { spec: { size }, note: `${grew}; its ${spec.fstype} filesystem grew online, mounted at ${staged.mountpoint}` };
+    }
+    // On one host under this node's lock (cluster mode: the service attached it here in etcd first).
+    if (!this.ctx.cluster) await this.lock(vol, this.lockId);
+    try {
+      if (spec.fstype === 'ext4') {
+        const file = await this.fuse.attach(this.target(vol));
+        try {
+          if (((await ext4Bytes(file)) ?? 0) + MIN_SIZE.ext4 < size) await growExt4Offline(this.ctx.exec, file);
+        } finally { await this.fuse.detach(this.target(vol)); }
+        return { spec: { size }, note: `${grew}; its ext4 filesystem was grown offline (e2fsck -f -p, resize2fs)` };
+      }
+      const mp = mountpointOf(vol);
+      await this.stage(vol, mp, { attachment: { attachmentId: this.lockId } });
+      try {
+        const m = await this.ctx.mounts.at(mp);
+        if (!m) throw new InternalError(`volume ${vol.name} could not be mounted at ${mp} to grow its filesystem`);
+        await growMountedFilesystem(this.ctx.exec, spec.fstype, m.source, mp);
+      } finally { await this.unstage(vol, mp); }
+      return { spec: { size }, note: `${grew}; its ${spec.fstype} filesystem was grown (mounted for the grow, unmounted again)` };
+    } finally { if (!this.ctx.cluster) await this.unlock(vol, this.lockId); }
   }
 
   async deprovision(vol: VolumeRecord): Promise<void> {

@@ -403,6 +403,42 @@ describe('Ceph backends: cephfs, rbd, s3 on radosgw (e2e)', () => {
     assert.ok(!(await subvolumes()).includes(v), 'docker volume rm deleted the subvolume Ballast made');
   });
 
+  t('rbd: ballast volume expand grows the image and its xfs filesystem while a container has it mounted (its df shows it); ext4 grows at its next mount where the kernel refuses online resize', async () => {
+    const v = volName('rbdx');
+    await createVolume(v, { backend: 'rbd', size: '320M', fstype: 'xfs' });
+    const w = ctrName('rbdx');
+    await runDetached(w, v);
+    await execIn(w, 'echo kept > /data/k && sync');
+    const df = async (ctr: string) => Number((await execIn(ctr, 'df -B1 /data | tail -n 1')).split(/\s+/)[1]);
+    const before = await df(w);
+    const r = await a().cli(['volume', 'expand', v, '704M']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /grew from 320 ?MiB to 704 ?MiB; its xfs filesystem grew online/);
+    assert.ok((await df(w)) > before + 300 * 1024 * 1024, `df in the running container grew: ${before} -> ${await df(w)}`);
+    assert.equal((await c().ok('rbd', ['info', `rbd/${v}`, '--format', 'json'])).includes(`"size":${704 * 1024 * 1024}`), true, 'the image is 704 MiB');
+    assert.equal(await execIn(w, 'cat /data/k'), 'kept');
+    const shrink = await a().cli(['volume', 'expand', v, '512M']);
+    assert.notEqual(shrink.code, 0);
+    assert.match(shrink.stderr, /shrinking it to 512 ?MiB is refused/);
+    await removeContainer(w);
+    // ext4, mounted: online where the kernel allows resize2fs, otherwise at the next mount.
+    const e4 = volName('rbdx4');
+    await createVolume(e4, { backend: 'rbd', size: '128M' });
+    const w4 = ctrName('rbdx4');
+    await runDetached(w4, e4);
+    const r4 = await a().cli(['volume', 'expand', e4, '512M']);
+    assert.equal(r4.code, 0, r4.stderr);
+    if (/could not grow online/.test(r4.stdout)) {
+      await removeContainer(w4);
+      assert.ok(Number((await inContainer(e4, 'df -B1 /data | tail -n 1')).split(/\s+/)[1]) > 400 * 1024 * 1024, 'grown at the next mount');
+    } else {
+      assert.ok((await df(w4)) > 400 * 1024 * 1024);
+      await removeContainer(w4);
+    }
+    await removeVolume(v);
+    await removeVolume(e4);
+  });
+
   t('rbd: containers share an image one after the other; a second host is refused while the first holds it, then mounts it and sees the data', async () => {
     const v = volName('rbd');
     await createVolume(v, { backend: 'rbd', size: '128M' });

@@ -105,6 +105,8 @@ export interface RbdStage {
   readonly label?: string;
   /** Runs before anything is attached (a check that the node may stage read-write). */
   readonly beforeAttach?: () => Promise<void>;
+  /** Runs once the image file is there, before the mount (an ext4 grow a staged expand had to defer). */
+  readonly afterAttach?: (file: string) => Promise<void>;
 }
 
 export class RbdFuse {
@@ -235,7 +237,8 @@ export class RbdFuse {
         beforeMount: async () => {
           await s.beforeAttach?.();
           fuse = true;
-          await this.attach(t);
+          const file = await this.attach(t);
+          await s.afterAttach?.(file);
         },
       });
     } catch (e) {
@@ -343,6 +346,20 @@ export class RbdFuse {
       await detachLoop(this.ctx.exec, l).catch((e: Error) => this.ctx.log.warn({ volume: t.volume, loop: l, err: e.message }, 'could not detach the loop device of a fenced rbd image; the kernel frees it when its last user lets go'));
     }
     this.ctx.log.warn({ volume: t.volume, mountpoint: mp, rbdFuse: killed, loops: [...loops] }, 'fenced: rbd-fuse killed, filesystem and rbd-fuse mount detached lazily, without a flush');
+  }
+
+  /**
+   * Waits until the image file shows at least `size` bytes (after an `rbd resize`, rbd-fuse and the
+   * kernel's FUSE attribute cache learn the new size within about a second). Bounded; stat in a child.
+   */
+  async waitForSize(t: RbdTarget, size: number, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await execBounded(this.ctx.exec, ['stat', '-c', '%s', '--', this.file(t)], { timeoutMs: 5_000 }).catch(() => undefined);
+      if (r && Number(r.stdout.trim()) >= size) return;
+      if (Date.now() > deadline) throw new UnavailableError(`the image ${t.pool}/${t.image} of volume ${t.volume} still shows ${r ? r.stdout.trim() : 'no'} bytes through rbd-fuse ${Math.round(timeoutMs / 1000)} s after it was resized to ${size}; run the expand again`);
+      await sleep(200);
+    }
   }
 
   /** rbd-fuse's health (its mount), whatever the staging path. */

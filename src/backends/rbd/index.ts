@@ -122,7 +122,7 @@ export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Exp
    * xfs_growfs or btrfs resize); staged nowhere, ext4 offline on the image attached with rbd-fuse, xfs
    * and btrfs mounted at the volume's mountpoint for the grow (under this node's lock) and unmounted.
    */
-  async expand(vol: VolumeRecord, size: number, stagingPath: string | undefined): Promise<{ spec: Record<string, unknown>; note: string }> {
+  async expand(vol: VolumeRecord, size: number, stagingPath: string | undefined): Promise<{ spec: Record<string, unknown>; details?: Record<string, unknown>; note: string }> {
     const spec = this.spec(vol);
     const image = `${this.pool}/${this.imageOf(vol)}`;
     if (size % 1048576 !== 0) throw new InvalidArgumentError(`size ${formatSize(size)} must be a whole number of MiB for RBD`);
@@ -130,7 +130,15 @@ export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Exp
     const grew = `volume ${vol.name} (rbd image ${image}) grew from ${spec.size ? formatSize(spec.size) : 'its size'} to ${formatSize(size)}`;
     const staged = stagingPath ? await this.ctx.mounts.at(stagingPathOf(stagingPath)) : undefined;
     if (staged) {
-      await growMountedFilesystem(this.ctx.exec, spec.fstype, staged.source, staged.mountpoint);
+      await this.fuse.waitForSize(this.target(vol), size);
+      try {
+        await growMountedFilesystem(this.ctx.exec, spec.fstype, staged.source, staged.mountpoint);
+      } catch (e) {
+        // ext4 grows online only where the kernel lets resize2fs: otherwise at the next mount, offline.
+        if (spec.fstype !== 'ext4') throw e;
+        const why = ((e as { result?: { stderr?: string } }).result?.stderr ?? (e as Error).message).trim().split('\n').pop();
+        return { spec: { size }, details: { growPending: true }, note: `${grew}; its ext4 filesystem could not grow online here (${why}): it grows at its next mount, once no container uses it (stop them, then start them again)` };
+      }
       return { spec: { size }, note: `${grew}; its ${spec.fstype} filesystem grew online, mounted at ${staged.mountpoint}` };
     }
     // On one host under this node's lock (cluster mode: the service attached it here in etcd first).
@@ -219,6 +227,10 @@ export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Exp
     const spec = this.spec(vol);
     await this.fuse.stage(this.target(vol), stagingPathOf(stagingPath), {
       fstype: spec.fstype, mountopts: spec.mountopts, readOnly: opts.readOnly, mayFormat: false,
+      // An expand whose ext4 could not grow online: grown now, before the mount, if it still is smaller.
+      afterAttach: vol.details.growPending && spec.fstype === 'ext4' && !opts.readOnly && spec.size ? async (file) => {
+        if (((await ext4Bytes(file)) ?? Infinity) + MIN_SIZE.ext4 < spec.size!) await growExt4Offline(this.ctx.exec, file);
+      } : undefined,
       beforeAttach: async () => {
         if (!opts.readOnly && !opts.attachment?.attachmentId) {
           throw new InternalError(`volume ${vol.name} (rbd image ${this.pool}/${this.imageOf(vol)}) must be attached to this node (its RBD lock taken) before it is staged read-write`);

@@ -414,10 +414,19 @@ region_name = RegionOne
     if (r.status === 401 && withKeystone) { cached = undefined; r = await http(method, url, body, { 'X-Auth-Token': await adminToken(), ...headers }, timeoutMs); }
     return r;
   };
-  const mustApi = async (method: string, path: string, body: unknown, want: number[]) => {
-    const r = await api(method, path, body);
-    if (!want.includes(r.status)) throw new Error(`cinder ${method} ${path} gave ${r.status}: ${r.text.slice(0, 800)}`);
-    return r.json;
+  /**
+   * A harness call that must succeed. Cinder on SQLite answers 500 now and then ("database is locked"):
+   * retried a few times; a retried create that had gone through answers 409, and `onConflict` (if
+   * given) then finds what it made.
+   */
+  const mustApi = async (method: string, path: string, body: unknown, want: number[], onConflict?: () => Promise<unknown>) => {
+    for (let i = 0; ; i++) {
+      const r = await api(method, path, body);
+      if (want.includes(r.status)) return r.json;
+      if (i > 0 && r.status === 409 && onConflict) return onConflict();
+      if (r.status < 500 || i >= 4) throw new Error(`cinder ${method} ${path} gave ${r.status}: ${r.text.slice(0, 800)}`);
+      await sleep(300 * (i + 1));
+    }
   };
 
   const startApi = async () => {
@@ -567,7 +576,8 @@ region_name = RegionOne
     api,
     async setQuota(q) { await mustApi('PUT', `/os-quota-sets/${projectId}`, { quota_set: q }, [200]); },
     async createVolumeType(name, extraSpecs) {
-      const r = await mustApi('POST', '/types', { volume_type: { name, 'os-volume-type-access:is_public': true, ...(extraSpecs ? { extra_specs: extraSpecs } : {}) } }, [200]);
+      const byName = async () => ({ volume_type: ((await api('GET', '/types')).json.volume_types as { id: string; name: string }[]).find((t) => t.name === name) });
+      const r = await mustApi('POST', '/types', { volume_type: { name, 'os-volume-type-access:is_public': true, ...(extraSpecs ? { extra_specs: extraSpecs } : {}) } }, [200], byName);
       return r.volume_type.id as string;
     },
     waitVolume,

@@ -1,8 +1,8 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import type { Exec } from './exec.js';
 import type { MountTable } from './mountinfo.js';
 import { InternalError } from '../core/errors.js';
-import { TIMEOUTS, type FsType, type Signature, detachLoop, makeFilesystem, mountedFsType, probeSignature } from './blockdev.js';
+import { MIN_SIZE, TIMEOUTS, type FsType, type Signature, detachLoop, makeFilesystem, mountedFsType, probeSignature } from './blockdev.js';
 
 /**
  * "Format only if blank, then mount", once, for every backend whose volume is a filesystem on a block
@@ -179,7 +179,6 @@ export async function growMountedFilesystem(exec: Exec, fstype: FsType, device: 
  * filesystem is, times the block size); undefined when it holds no ext4 superblock.
  */
 export async function ext4Bytes(source: string): Promise<number | undefined> {
-  const { open } = await import('node:fs/promises');
   const fh = await open(source, 'r');
   try {
     const sb = Buffer.alloc(1024);
@@ -198,4 +197,35 @@ export async function ext4Bytes(source: string): Promise<number | undefined> {
 export async function growExt4Offline(exec: Exec, source: string): Promise<void> {
   await exec(['e2fsck', '-f', '-p', source], { timeoutMs: TIMEOUTS.mkfs, okCodes: [0, 1] });
   await exec(['resize2fs', source], { timeoutMs: TIMEOUTS.mkfs });
+}
+
+/**
+ * An expand whose ext4 could not grow online left the filesystem smaller than its source: grown
+ * offline now (before a mount), when the superblock still spans less than `size` minus a little slack.
+ */
+export async function growExt4IfSmaller(exec: Exec, source: string, size: number): Promise<boolean> {
+  const fs = await ext4Bytes(source);
+  if (fs === undefined || fs + MIN_SIZE.ext4 >= size) return false;
+  await growExt4Offline(exec, source);
+  return true;
+}
+
+/**
+ * Grows a staged filesystem online; ext4, which grows online only where the kernel lets resize2fs
+ * (EXT4_IOC_RESIZE_FS needs CAP_SYS_RESOURCE and reserved descriptor blocks), is left for its next
+ * mount instead, and the reason is returned. Other failures throw.
+ */
+export async function growOnlineOrDefer(exec: Exec, fstype: FsType, device: string, mountpoint: string): Promise<{ deferred?: string }> {
+  try {
+    await growMountedFilesystem(exec, fstype, device, mountpoint);
+    return {};
+  } catch (e) {
+    if (fstype !== 'ext4') throw e;
+    return { deferred: ((e as { result?: { stderr?: string } }).result?.stderr ?? (e as Error).message).trim().split('\n').pop() ?? 'resize2fs failed' };
+  }
+}
+
+/** The sentence of an expand whose ext4 grows at the next mount. */
+export function deferredNote(grew: string, why: string): string {
+  return `${grew}; its ext4 filesystem could not grow online here (${why}): it grows at its next mount, once no container uses it (stop them, then start them again)`;
 }

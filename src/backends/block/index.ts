@@ -8,7 +8,7 @@ import { formatSize, parseSize } from '../../core/validate.js';
 import { checkOptionKeys } from '../options.js';
 import { parseMountOptions } from '../config-values.js';
 import { within } from '../../host/paths.js';
-import { ext4Bytes, formatIfBlank, growExt4Offline, growMountedFilesystem, stageBlockFilesystem, type BlockFilesystem, type StageBlock } from '../../host/filesystem.js';
+import { deferredNote, formatIfBlank, growExt4IfSmaller, growExt4Offline, growMountedFilesystem, growOnlineOrDefer, stageBlockFilesystem, type BlockFilesystem, type StageBlock } from '../../host/filesystem.js';
 import {
   FSTYPES, MIN_SIZE, type FsType, allocateFile, detachLoop, freezeFs, loopDevicesOf, probeSignature, thawFs, unmount,
 } from '../../host/blockdev.js';
@@ -255,15 +255,10 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace, Expander 
     const staged = stagingPath ? await this.ctx.mounts.at(stagingPathOf(stagingPath)) : undefined;
     const grew = `volume ${vol.name} grew from ${formatSize(spec.size)} to ${formatSize(size)} (${mode})`;
     if (staged) {
-      try {
-        await growMountedFilesystem(this.ctx.exec, spec.fstype, staged.source, staged.mountpoint);
-      } catch (e) {
-        // ext4 grows online only where the kernel lets resize2fs (EXT4_IOC_RESIZE_FS; it needs
-        // CAP_SYS_RESOURCE and reserved descriptor blocks): otherwise at the next mount, offline.
-        if (spec.fstype !== 'ext4') throw e;
-        const why = ((e as ExecError).result?.stderr ?? (e as Error).message).trim().split('\n').pop();
-        this.ctx.log.warn({ volume: vol.name, err: why }, 'ext4 could not grow online; it grows at the next mount');
-        return { spec: { size }, details: { growPending: true }, note: `${grew}; its ext4 filesystem could not grow online here (${why}): it grows at its next mount, once no container uses it (stop them, then start them again)` };
+      const { deferred } = await growOnlineOrDefer(this.ctx.exec, spec.fstype, staged.source, staged.mountpoint);
+      if (deferred) {
+        this.ctx.log.warn({ volume: vol.name, err: deferred }, 'ext4 could not grow online; it grows at the next mount');
+        return { spec: { size }, details: { growPending: true }, note: deferredNote(grew, deferred) };
       }
       return { spec: { size }, note: `${grew}; its ${spec.fstype} filesystem grew online, mounted at ${staged.mountpoint}` };
     }
@@ -314,12 +309,8 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace, Expander 
           throw new InternalError(`the image ${image} of volume ${vol.name} is missing; Ballast will not create an empty one in its place. Restore it, or remove the volume`);
         }
         // An expand whose ext4 could not grow online: grown now, before the mount, if it still is smaller.
-        if (vol.details.growPending && spec.fstype === 'ext4' && !opts.readOnly) {
-          const fs = await ext4Bytes(image);
-          if (fs !== undefined && fs + MIN_SIZE.ext4 < img.size) {
-            await growExt4Offline(this.ctx.exec, image);
-            this.ctx.log.info({ volume: vol.name, from: fs, to: img.size }, 'ext4 filesystem grown at mount (expanded while it could not grow online)');
-          }
+        if (vol.details.growPending && spec.fstype === 'ext4' && !opts.readOnly && await growExt4IfSmaller(this.ctx.exec, image, img.size)) {
+          this.ctx.log.info({ volume: vol.name, to: img.size }, 'ext4 filesystem grown at mount (expanded while it could not grow online)');
         }
       },
     };

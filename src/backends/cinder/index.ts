@@ -312,8 +312,8 @@ export class CinderBackend implements Backend, Attacher, Fencer, HealthChecker, 
   }
 
   /** The volume's attachments as Cinder lists them, each with the node that made it (from the label) and since when. */
-  private async attachments(id: string): Promise<{ atts: (CinderAttachment & { node?: string; madeAt?: number })[]; volume: CinderVolume }> {
-    const volume = await this.api.getVolume(id);
+  private async attachments(id: string, known?: CinderVolume): Promise<{ atts: (CinderAttachment & { node?: string; madeAt?: number })[]; volume: CinderVolume }> {
+    const volume = known ?? await this.api.getVolume(id);
     if (!volume) throw new NotFoundError(`${this.label}: Cinder volume ${id} is gone (deleted outside Ballast?); remove the Ballast volume`);
     const list = (await this.api.call<{ attachments: CinderAttachment[] }>('GET', `/attachments?volume_id=${id}`, `listing the attachments of Cinder volume ${id}`)).json.attachments;
     const labels = volume.metadata ?? {};
@@ -341,12 +341,11 @@ export class CinderBackend implements Backend, Attacher, Fencer, HealthChecker, 
     return this.guard(`attaching ${what} to node ${node}`, async () => {
       // Fast path: the volume's own record says who holds it (its labels and status), one GET. Only
       // when it shows an attachment is Cinder's list of them read, to tell live ones from stale labels.
-      let volume = await this.api.getVolume(id);
+      const volume = await this.api.getVolume(id);
       if (!volume) throw new NotFoundError(`${this.label}: Cinder volume ${id} of volume ${vol.name} is gone (deleted outside Ballast?); remove the Ballast volume`);
       const labelled = Object.keys(volume.metadata ?? {}).some((k) => k.startsWith(META.attachmentPrefix));
       if (labelled || volume.status !== 'available') {
-        const r = await this.attachments(id);
-        volume = r.volume;
+        const r = await this.attachments(id, volume);
         const formattedNow = volume.metadata?.[META.formatted];
         const mine = r.atts.find((a) => a.node === node);
         if (mine) {

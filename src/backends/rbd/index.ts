@@ -7,7 +7,7 @@ import { ConfigReader } from '../config-values.js';
 import { formatSize, parseSize } from '../../core/validate.js';
 import { within } from '../../host/paths.js';
 import { FSTYPES, MIN_SIZE, type FsType } from '../../host/blockdev.js';
-import { ext4Bytes, formatIfBlank, growExt4Offline, growMountedFilesystem, type BlockFilesystem } from '../../host/filesystem.js';
+import { deferredNote, ext4Bytes, formatIfBlank, growExt4IfSmaller, growExt4Offline, growMountedFilesystem, growOnlineOrDefer, type BlockFilesystem } from '../../host/filesystem.js';
 import { MOUNT_OPTION_ALLOWLIST, parseFsMountOptions } from '../block/index.js';
 import { CephClient, CEPH_CONFIG_KEYS } from '../ceph/client.js';
 import { RbdFuse, type RbdTarget } from '../ceph/rbd-fuse.js';
@@ -131,14 +131,8 @@ export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Exp
     const staged = stagingPath ? await this.ctx.mounts.at(stagingPathOf(stagingPath)) : undefined;
     if (staged) {
       await this.fuse.waitForSize(this.target(vol), size);
-      try {
-        await growMountedFilesystem(this.ctx.exec, spec.fstype, staged.source, staged.mountpoint);
-      } catch (e) {
-        // ext4 grows online only where the kernel lets resize2fs: otherwise at the next mount, offline.
-        if (spec.fstype !== 'ext4') throw e;
-        const why = ((e as { result?: { stderr?: string } }).result?.stderr ?? (e as Error).message).trim().split('\n').pop();
-        return { spec: { size }, details: { growPending: true }, note: `${grew}; its ext4 filesystem could not grow online here (${why}): it grows at its next mount, once no container uses it (stop them, then start them again)` };
-      }
+      const { deferred } = await growOnlineOrDefer(this.ctx.exec, spec.fstype, staged.source, staged.mountpoint);
+      if (deferred) return { spec: { size }, details: { growPending: true }, note: deferredNote(grew, deferred) };
       return { spec: { size }, note: `${grew}; its ${spec.fstype} filesystem grew online, mounted at ${staged.mountpoint}` };
     }
     // On one host under this node's lock (cluster mode: the service attached it here in etcd first).
@@ -228,9 +222,7 @@ export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Exp
     await this.fuse.stage(this.target(vol), stagingPathOf(stagingPath), {
       fstype: spec.fstype, mountopts: spec.mountopts, readOnly: opts.readOnly, mayFormat: false,
       // An expand whose ext4 could not grow online: grown now, before the mount, if it still is smaller.
-      afterAttach: vol.details.growPending && spec.fstype === 'ext4' && !opts.readOnly && spec.size ? async (file) => {
-        if (((await ext4Bytes(file)) ?? Infinity) + MIN_SIZE.ext4 < spec.size!) await growExt4Offline(this.ctx.exec, file);
-      } : undefined,
+      afterAttach: vol.details.growPending && spec.fstype === 'ext4' && !opts.readOnly && spec.size ? async (file) => { await growExt4IfSmaller(this.ctx.exec, file, spec.size!); } : undefined,
       beforeAttach: async () => {
         if (!opts.readOnly && !opts.attachment?.attachmentId) {
           throw new InternalError(`volume ${vol.name} (rbd image ${this.pool}/${this.imageOf(vol)}) must be attached to this node (its RBD lock taken) before it is staged read-write`);

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { VolumeRecord } from '../core/types.js';
+import type { SnapshotRecord, VolumeRecord } from '../core/types.js';
 import type { Exec } from '../host/exec.js';
 import type { MountEntry, MountTable } from '../host/mountinfo.js';
 import type { LoopDevice } from '../host/blockdev.js';
@@ -296,8 +296,56 @@ export function canExpand(b: Backend): b is Backend & Expander {
   return typeof (b as Partial<Expander>).expand === 'function';
 }
 
-/** How provision is called: `resumed` when finishing a create that a crash or a failure interrupted. */
-export interface ProvisionContext { readonly resumed: boolean }
+/**
+ * How provision is called: `resumed` when finishing a create that a crash or a failure interrupted;
+ * `source` when the volume is a clone: provision makes its storage from that snapshot (of the same
+ * backend instance; the service checked it is `ready`) instead of blank storage, and never formats it.
+ */
+export interface ProvisionContext { readonly resumed: boolean; readonly source?: SnapshotRecord }
+
+/**
+ * Optional ability: point-in-time snapshots of a volume, and clones made from them (provision with
+ * `ProvisionContext.source`). The service records the snapshot (`creating`) before createSnapshot and
+ * freezes the volume's filesystem around it where `freezeForSnapshot` says so and the volume is staged
+ * on this node, so what a snapshot holds is a clean filesystem; recovery rolls a `creating` one back
+ * (thaw, deleteSnapshot). Both calls are idempotent: createSnapshot redoes a half-made snapshot,
+ * deleteSnapshot of what is gone succeeds.
+ */
+export interface Snapshotter {
+  /** Freeze the staged filesystem around createSnapshot (a filesystem on an image the storage copies); false where the storage snapshots atomically on its own (CephFS) or nothing can be frozen (a host directory). */
+  readonly freezeForSnapshot: boolean;
+  /** How snapshots of this volume are taken, for Status and the CLI: "reflink", "copy", "rbd snapshot", ... */
+  snapshotMethod(vol: VolumeRecord): string;
+  /** Where a snapshot of `vol` named `name` would keep its data (pure, no I/O): the record's first details. */
+  placeSnapshot(name: string, vol: VolumeRecord): Readonly<Record<string, string>>;
+  /** Takes it; returns details merged over the placement (the method used, the bytes copied). */
+  createSnapshot(vol: VolumeRecord, snap: SnapshotRecord): Promise<Record<string, unknown>>;
+  /**
+   * Deletes it; gone is success. `clones` are the volumes made from it that still exist: a backend whose
+   * clones depend on their snapshot (RBD) makes them independent first (flatten) and says so in the
+   * returned sentence; others copy at clone time and ignore them.
+   */
+  deleteSnapshot(snap: SnapshotRecord, clones: readonly VolumeRecord[]): Promise<string | undefined>;
+  /** The spec a clone gets from its source's spec, less what names the source's own storage (an adopted `existing`). */
+  cloneSpec(sourceSpec: Readonly<Record<string, unknown>>): Record<string, unknown>;
+}
+
+export function canSnapshot(b: Backend): b is Backend & Snapshotter {
+  return typeof (b as Partial<Snapshotter>).createSnapshot === 'function';
+}
+
+/**
+ * Optional ability, for backups: make a ready snapshot's filesystem readable at `dir` (read-only, never
+ * replaying a journal into the snapshot), and undo it. Idempotent both ways.
+ */
+export interface SnapshotReader {
+  mountSnapshot(snap: SnapshotRecord, dir: string): Promise<void>;
+  unmountSnapshot(snap: SnapshotRecord, dir: string): Promise<void>;
+}
+
+export function canReadSnapshot(b: Backend): b is Backend & SnapshotReader {
+  return typeof (b as Partial<SnapshotReader>).mountSnapshot === 'function';
+}
 
 /** Optional ability: tell a dead staging ("Transport endpoint is not connected") from a live one. */
 export interface HealthChecker {

@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { loadConfig, LOG_LEVELS, type ConfigInput } from '../config/index.js';
 import { startDaemon, VERSION } from '../daemon/index.js';
 import { AdminClient, CliError, withProgress } from './client.js';
-import type { VolumeInfo } from '../core/types.js';
+import type { SnapshotInfo, VolumeInfo } from '../core/types.js';
 import type { Check } from '../daemon/doctor.js';
 import { hostChecks, pluginChecks } from '../daemon/doctor.js';
 import { hostExec } from '../host/exec.js';
@@ -105,6 +105,51 @@ volume.command('rm <names...>').alias('remove')
     }
   });
 
+const snapshot = program.command('snapshot').description('point-in-time snapshots of volumes, and clones of them (docker volume create -o from-snapshot=NAME)');
+
+snapshot.command('create <volume> [name]')
+  .description('take a snapshot of a volume (its filesystem frozen for the copy where it is mounted); default name <volume>-<UTC time>')
+  .option('--json', 'print JSON')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (vol: string, name: string | undefined, o: ConfigInput & { json?: boolean }) => {
+    const s = await withProgress(`snapshotting ${vol}`, clientFrom(o).call<SnapshotInfo>('POST', '/v1/snapshots', { volume: vol, ...(name ? { name } : {}) }));
+    if (o.json) { console.log(JSON.stringify(s, null, 2)); return; }
+    console.log(`${s.name}${s.method ? ` (${s.method}${s.frozenMs !== undefined ? `, frozen ${s.frozenMs} ms` : ''})` : ''}`);
+  });
+
+snapshot.command('ls [volume]').alias('list')
+  .description('list snapshots, of one volume or of all')
+  .option('--json', 'print JSON')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (vol: string | undefined, o: ConfigInput & { json?: boolean }) => {
+    const { snapshots } = await clientFrom(o).call<{ snapshots: SnapshotInfo[] }>('GET', `/v1/snapshots${vol ? `?volume=${encodeURIComponent(vol)}` : ''}`);
+    if (o.json) { console.log(JSON.stringify(snapshots, null, 2)); return; }
+    const rows = [['NAME', 'VOLUME', 'BACKEND', 'SIZE', 'STATE', 'METHOD', 'CLONES', 'CREATED']];
+    for (const s of snapshots) rows.push([s.name, s.volume, s.backend, s.size ? formatBytes(s.size) : '-', s.state, s.method ?? '-', s.clones.join(',') || '-', s.createdAt]);
+    console.log(table(rows));
+  });
+
+snapshot.command('inspect <names...>')
+  .description('show snapshots as JSON')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (names: string[], o: ConfigInput) => {
+    const c = clientFrom(o);
+    const out = [];
+    for (const n of names) out.push(await c.call<SnapshotInfo>('GET', `/v1/snapshots/${encodeURIComponent(n)}`));
+    console.log(JSON.stringify(out, null, 2));
+  });
+
+snapshot.command('rm <names...>').alias('remove')
+  .description('remove snapshots (clones made from them stay; RBD clones are flattened first)')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (names: string[], o: ConfigInput) => {
+    const c = clientFrom(o);
+    for (const n of names) {
+      const r = await withProgress(`removing snapshot ${n}`, c.call<{ name: string; note?: string }>('DELETE', `/v1/snapshots/${encodeURIComponent(n)}`));
+      console.log(r.note ? `${n}: ${r.note}` : n);
+    }
+  });
+
 const node = program.command('node').description('nodes of the cluster');
 node.command('ls').alias('list')
   .description('list the nodes: up (holding their lease) or down, and the volumes each holds')
@@ -168,6 +213,13 @@ program.command('repair')
     console.log(`${r.repairs.length} repair(s), ${r.uncertain.length} uncertain volume(s), ${r.orphans.length} orphan(s) kept, ${r.volumes} volume(s) checked in ${r.ms} ms`);
     if (r.uncertain.length > 0) process.exitCode = 1;
   });
+
+function formatBytes(n: number): string {
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n; let i = 0;
+  while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+  return `${i === 0 ? v : v.toFixed(v >= 10 ? 0 : 1)}${u[i]}`;
+}
 
 function table(rows: string[][]): string {
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));

@@ -14,6 +14,8 @@ export const FAULT_POINTS = {
 export const BACKEND_FAULT_POINTS = {
   cinder: ['cinder.attachment-created', 'cinder.staged'],
   expand: ['block.image-grown', 'expand.grown'],
+  snapshot: ['snapshot.recorded', 'snapshot.frozen', 'snapshot.taken', 'snapshot-rm.marked', 'block.clone-copied'],
+  backup: ['backup.snapshot-mounted', 'backup.stored', 'restore.restored'],
 } as const;
 
 export const ALL_FAULT_POINTS: readonly string[] = Object.values(FAULT_POINTS).flat();

@@ -2,13 +2,13 @@ import type { Logger } from 'pino';
 import type { MetadataStore } from '../store/types.js';
 import type { BackendRegistry } from '../backends/registry.js';
 import { stageAtMountpoint, unstageAtMountpoint } from '../backends/node-ops.js';
-import type { Attachment, AttachmentSet, VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
-import { AbortedError, BallastError, BusyError, ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, asBallastError } from './errors.js';
-import { canExpand, canFence, checkAccess, mountpointOf, type AccessMode, type Backend, type Fencer } from '../backends/types.js';
+import type { Attachment, AttachmentSet, SnapshotInfo, SnapshotRecord, VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
+import { AbortedError, AlreadyExistsError, BallastError, BusyError, ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError, asBallastError } from './errors.js';
+import { canExpand, canFence, canReadSnapshot, canSnapshot, checkAccess, mountpointOf, type AccessMode, type Backend, type Fencer, type Snapshotter } from '../backends/types.js';
 import type { Exec } from '../host/exec.js';
 import type { MountTable } from '../host/mountinfo.js';
-import { freezeFs, thawFs } from '../host/blockdev.js';
-import { assertPlainString, formatSize, parseSize, validateMountId, validateVolumeName } from './validate.js';
+import { freezeFs, freezeFsOwned, thawFs } from '../host/blockdev.js';
+import { assertPlainString, formatSize, parseSize, validateAnySnapshotName, validateMountId, validateSnapshotName, validateVolumeName } from './validate.js';
 import { KeyedLock } from './keyed-lock.js';
 
 export interface ServiceDeps {
@@ -87,11 +87,13 @@ export class VolumeService {
   async create(name: unknown, options: unknown): Promise<VolumeInfo> {
     const vname = validateVolumeName(name);
     const opts = normalizeOptions(options);
-    const backendName = opts.backend ?? this.d.defaultBackend;
-    return this.op('create', vname, backendName, () => this.lock.run(vname, async () => {
-      const { backend: _omit, ...rest } = opts;
+    return this.op('create', vname, opts.backend, () => this.lock.run(vname, async () => {
+      const { backend: asked, ...rest } = opts;
+      // A clone is made by its source's backend, with its source's spec.
+      const clone = await this.cloneRequest(vname, asked, rest);
+      const backendName = clone?.backend ?? asked ?? this.d.defaultBackend;
       const backend = this.d.backends.get(backendName);
-      const spec = backend.parseOptions(rest);
+      const spec = clone?.spec ?? backend.parseOptions(rest);
       const existing = await this.d.store.getVolume(vname);
       if (existing) {
         if (existing.backend !== backendName || stableJson(existing.spec) !== stableJson(spec)) {
@@ -125,15 +127,93 @@ export class VolumeService {
         // image) is never deleted here.
         const cur = await this.d.store.getVolume(vname);
         if (cur) await this.d.store.deleteVolume(vname, cur.revision);
+        const temp = await this.d.store.getSnapshot(cloneSnapshotName(vname));
+        if (temp) await this.lock.run(snapKey(temp.name), () => this.deleteSnapshotNow(temp)).catch(() => undefined);
         throw e;
       }
     }));
   }
 
   private async finishCreate(rec: VolumeRecord, resumed: boolean): Promise<VolumeRecord> {
-    const details = await this.d.backends.get(rec.backend).provision(rec, { resumed });
+    const backend = this.d.backends.get(rec.backend);
+    const source = await this.cloneSource(rec, backend);
+    const details = await backend.provision(rec, { resumed, ...(source ? { source } : {}) });
     this.fault('create.provisioned');
-    return this.d.store.updateVolume({ ...rec, details: { ...rec.details, ...details }, state: 'ready' });
+    const ready = await this.d.store.updateVolume({ ...rec, details: { ...rec.details, ...details }, state: 'ready' });
+    // The snapshot a clone of a volume took for itself goes once the clone stands (a backend whose
+    // clones depend on their snapshot makes this one independent first).
+    if (source?.details.temporary) {
+      await this.lock.run(snapKey(source.name), async () => {
+        const cur = await this.d.store.getSnapshot(source.name);
+        if (cur) await this.deleteSnapshotNow(cur);
+      });
+    }
+    return ready;
+  }
+
+  /**
+   * `-o from-snapshot=NAME` or `-o from-volume=NAME`: the backend and spec of the clone (its source's;
+   * only `size`, equal to the source's, may be given besides). Undefined for a plain create.
+   */
+  private async cloneRequest(vname: string, asked: string | undefined, rest: Record<string, string>): Promise<{ backend: string; spec: Record<string, unknown> } | undefined> {
+    const fromSnap = rest['from-snapshot'];
+    const fromVol = rest['from-volume'];
+    if (fromSnap === undefined && fromVol === undefined) return undefined;
+    if (fromSnap !== undefined && fromVol !== undefined) throw new InvalidArgumentError('give one of from-snapshot and from-volume, not both');
+    let source: { backend: string; spec: Readonly<Record<string, unknown>>; home?: string; what: string };
+    if (fromSnap !== undefined) {
+      const sname = validateSnapshotName(fromSnap);
+      const snap = await this.d.store.getSnapshot(sname);
+      if (!snap) throw new NotFoundError(`snapshot ${sname} does not exist, so volume ${vname} cannot be cloned from it; ballast snapshot ls lists the snapshots`);
+      if (snap.state !== 'ready') throw new BusyError(`snapshot ${sname} is ${snap.state === 'creating' ? 'being taken' : 'being removed'}; retry when that has finished`);
+      source = { backend: snap.backend, spec: snap.spec, home: snap.home, what: `snapshot ${sname}` };
+    } else {
+      const src = validateVolumeName(fromVol);
+      if (src === vname) throw new InvalidArgumentError(`volume ${vname} cannot be a clone of itself`);
+      const rec = await this.d.store.getVolume(src);
+      if (!rec) throw new NotFoundError(`volume ${src} does not exist, so volume ${vname} cannot be cloned from it`);
+      if (rec.state !== 'ready') throw new BusyError(`volume ${src} is ${rec.state}; clone it once it is ready`);
+      source = { backend: rec.backend, spec: rec.spec, home: rec.home, what: `volume ${src}` };
+    }
+    if (asked !== undefined && asked !== source.backend) {
+      throw new InvalidArgumentError(`a clone is made by the backend of its source: ${source.what} is on backend ${source.backend}, not ${asked}. To move data to another backend, back it up and restore the backup there (ballast backup create, -o from-backup=ID)`);
+    }
+    if (!this.d.backends.has(source.backend)) throw new FailedPreconditionError(`${source.what} is on backend ${source.backend}, which is not configured on this node`);
+    const backend = this.d.backends.get(source.backend);
+    if (!canSnapshot(backend)) throw new FailedPreconditionError(`volume ${vname} cannot be cloned: backend ${source.backend} (type ${backend.type}) does not support snapshots or clones`);
+    if (this.d.cluster && source.home && source.home !== this.d.node) throw new FailedPreconditionError(`${source.what} lives on node ${source.home} (its data is on that node's own disk); create the clone on node ${source.home}`);
+    const extra = Object.keys(rest).filter((k) => k !== 'from-snapshot' && k !== 'from-volume');
+    for (const k of extra) {
+      if (k === 'size' && typeof source.spec.size === 'number' && parseSize(rest.size) === source.spec.size) continue;
+      if (k === 'size') throw new InvalidArgumentError(`a clone has the size of its source (${typeof source.spec.size === 'number' ? formatSize(source.spec.size) : 'unsized'}); create it without -o size, then grow it with ballast volume expand ${vname} SIZE`);
+      throw new InvalidArgumentError(`a clone has the options of its source (${source.what}: ${describeSpec(source.spec)}); option ${k} cannot be given with ${fromSnap !== undefined ? 'from-snapshot' : 'from-volume'}`);
+    }
+    const spec = backend.cloneSpec(source.spec);
+    return { backend: source.backend, spec: fromSnap !== undefined ? { ...spec, fromSnapshot: fromSnap } : { ...spec, fromVolume: fromVol } };
+  }
+
+  /**
+   * The snapshot a clone is made from: the one it names, or (a clone of a volume) the one it takes of
+   * that volume for itself, `_clone.<name>`, found again when a crash interrupted the create. The
+   * caller holds the clone's lock; the source volume's lock is taken for the snapshot.
+   */
+  private async cloneSource(rec: VolumeRecord, backend: Backend): Promise<SnapshotRecord | undefined> {
+    const fromSnap = rec.spec.fromSnapshot;
+    const fromVol = rec.spec.fromVolume;
+    if (typeof fromSnap === 'string') {
+      const snap = await this.d.store.getSnapshot(fromSnap);
+      if (!snap || snap.state !== 'ready') throw new FailedPreconditionError(`snapshot ${fromSnap}, which volume ${rec.name} is cloned from, ${snap ? `is ${snap.state}` : 'is gone'}; remove volume ${rec.name} and create it again from another snapshot`);
+      return snap;
+    }
+    if (typeof fromVol !== 'string') return undefined;
+    if (!canSnapshot(backend)) throw new FailedPreconditionError(`backend ${rec.backend} does not support clones`);
+    const temp = cloneSnapshotName(rec.name);
+    const have = await this.d.store.getSnapshot(temp);
+    if (have?.state === 'ready') return have;
+    return this.lock.run(fromVol, async () => {
+      const src = await this.ready(fromVol);
+      return this.takeSnapshot(src, backend, temp, { temporary: true, purpose: 'clone', for: rec.name });
+    });
   }
 
   /**
@@ -188,6 +268,184 @@ export class VolumeService {
     }));
   }
 
+  // ---- Snapshots ----
+
+  /**
+   * `ballast snapshot create VOLUME [NAME]`: a point-in-time copy, kept by the volume's backend. A
+   * filesystem the backend asks to be frozen (a block image) that is mounted on this node is frozen
+   * for the copy only, so the snapshot holds a clean filesystem. Taking one that exists, of the same
+   * volume, answers it (idempotent); of another volume is AlreadyExists.
+   */
+  async createSnapshot(volume: unknown, name?: unknown): Promise<SnapshotInfo> {
+    const vname = validateVolumeName(volume);
+    const sname = name === undefined || name === null || name === '' ? defaultSnapshotName(vname, this.now()) : validateSnapshotName(name);
+    return this.op('snapshot', vname, undefined, () => this.lock.run(vname, async () => {
+      const rec = await this.ready(vname);
+      const backend = this.d.backends.get(rec.backend);
+      if (!canSnapshot(backend)) throw new FailedPreconditionError(`volume ${vname} cannot be snapshotted: backend ${rec.backend} (type ${backend.type}) does not support snapshots; nothing was changed`);
+      const snap = await this.takeSnapshot(rec, backend, sname, {});
+      return (await this.snapshotInfos([snap]))[0];
+    }));
+  }
+
+  /**
+   * Takes snapshot `name` of `rec` (the caller holds the volume's lock): recorded `creating` first, so a
+   * crash at any step is rolled back by recovery (thaw, delete); frozen only for the backend's copy and
+   * always thawed. Cluster mode: on the node where the volume is mounted, if it is mounted anywhere.
+   */
+  private async takeSnapshot(rec: VolumeRecord, backend: Backend & Snapshotter, name: string, extra: Record<string, unknown>): Promise<SnapshotRecord> {
+    return this.lock.run(snapKey(name), async () => {
+      const existing = await this.d.store.getSnapshot(name);
+      if (existing) {
+        if (existing.volume !== rec.name) throw new AlreadyExistsError(`snapshot ${name} exists already, of volume ${existing.volume}; choose another name`);
+        if (existing.state === 'ready') return existing;
+        throw new BusyError(`snapshot ${name} is ${existing.state === 'creating' ? 'being taken' : 'being removed'}; retry when that has finished`);
+      }
+      if (this.d.cluster) {
+        if (rec.home && rec.home !== this.d.node) throw new FailedPreconditionError(`volume ${rec.name} lives on node ${rec.home}; take its snapshot there`);
+        const others = (await this.d.store.getAttachments(rec.name)).holders.filter((h) => h.node !== this.d.node && h.mode === 'rw');
+        if (others.length > 0 && backend.freezeForSnapshot) throw new FailedPreconditionError(`volume ${rec.name} is mounted read-write on node ${others.map((h) => h.node).join(', ')}; take the snapshot there, where its filesystem can be frozen for it`);
+      }
+      if (this.selfFrozen.has(rec.name)) throw new UnavailableError(`volume ${rec.name} is frozen because node ${this.d.node} lost etcd; take the snapshot once etcd answers again`);
+      const inserted = await this.d.store.insertSnapshot({
+        name, volume: rec.name, backend: rec.backend, spec: rec.spec, size: typeof rec.spec.size === 'number' ? rec.spec.size : 0,
+        createdAt: this.now().toISOString(), state: 'creating', node: this.d.node,
+        details: { ...backend.placeSnapshot(name, rec), ...extra }, ...(rec.home ? { home: rec.home } : {}),
+      });
+      if (!inserted) throw new ConflictError(`snapshot ${name} was created concurrently by another operation; run it again to see it`, { retryable: true });
+      this.fault('snapshot.recorded');
+      const mp = rec.mountpoint;
+      const staged = backend.freezeForSnapshot && this.d.exec && (await this.d.mounts?.at(mp)) ? mp : undefined;
+      try {
+        let details: Record<string, unknown>;
+        let frozenMs: number | undefined;
+        if (staged) {
+          const t0 = performance.now();
+          const owned = await freezeFsOwned(this.d.exec!, staged);
+          try {
+            this.fault('snapshot.frozen');
+            details = await backend.createSnapshot(rec, inserted);
+          } finally {
+            if (owned) await thawFs(this.d.exec!, staged).catch((e: Error) => this.d.log.error({ op: 'snapshot', volume: rec.name, err: e.message }, `the thaw of volume ${rec.name} after its snapshot failed; run fsfreeze -u ${staged}`));
+            frozenMs = round(performance.now() - t0);
+          }
+        } else {
+          details = await backend.createSnapshot(rec, inserted);
+        }
+        this.fault('snapshot.taken');
+        const ready = await this.d.store.updateSnapshot({ ...inserted, state: 'ready', details: { ...inserted.details, ...details, ...(frozenMs !== undefined ? { frozenMs } : {}) } });
+        this.d.log.info({ op: 'snapshot', volume: rec.name, snapshot: name, frozenMs, method: details.method, outcome: 'ok' }, `snapshot ${name} of volume ${rec.name} taken`);
+        return ready;
+      } catch (e) {
+        // Nothing half-made is left: the backend's part and the record go.
+        await backend.deleteSnapshot(inserted, []).catch(() => undefined);
+        const cur = await this.d.store.getSnapshot(name).catch(() => undefined);
+        if (cur) await this.d.store.deleteSnapshot(name, cur.revision).catch(() => undefined);
+        throw e;
+      }
+    });
+  }
+
+  async listSnapshots(volume?: unknown): Promise<SnapshotInfo[]> {
+    const v = volume === undefined || volume === null || volume === '' ? undefined : validateVolumeName(volume);
+    return this.snapshotInfos(await this.d.store.listSnapshots(v));
+  }
+
+  async getSnapshot(name: unknown): Promise<SnapshotInfo> {
+    const sname = validateAnySnapshotName(name);
+    const snap = await this.d.store.getSnapshot(sname);
+    if (!snap) throw new NotFoundError(`snapshot ${sname} does not exist; ballast snapshot ls lists the snapshots`);
+    return (await this.snapshotInfos([snap]))[0];
+  }
+
+  /** The record of a ready snapshot, for the backup path (which reads it). */
+  async snapshotRecord(name: string): Promise<SnapshotRecord | undefined> { return this.d.store.getSnapshot(name); }
+
+  /**
+   * `ballast snapshot rm NAME`: gone is success. Clones made from it stay: where the backend's clones
+   * depend on their snapshot (RBD) they are made independent first (flattened), and the answer says so.
+   */
+  async removeSnapshot(name: unknown): Promise<{ name: string; note?: string }> {
+    const sname = validateAnySnapshotName(name);
+    return this.op('snapshot-rm', sname, undefined, () => this.lock.run(snapKey(sname), async () => {
+      const snap = await this.d.store.getSnapshot(sname);
+      if (!snap) return { name: sname };
+      if (snap.state === 'creating') throw new BusyError(`snapshot ${sname} is being taken; retry when that has finished`);
+      if (this.d.cluster && snap.home && snap.home !== this.d.node) throw new FailedPreconditionError(`snapshot ${sname} lives on node ${snap.home} (as its volume ${snap.volume}); remove it there`);
+      const note = await this.deleteSnapshotNow(snap);
+      return { name: sname, ...(note ? { note } : {}) };
+    }));
+  }
+
+  /** Marks the snapshot `removing`, deletes it at the backend, then its record (the caller holds its lock). */
+  private async deleteSnapshotNow(snap: SnapshotRecord): Promise<string | undefined> {
+    const clones = (await this.d.store.listVolumes(snap.backend)).filter((v) => v.spec.fromSnapshot === snap.name || v.details.clonedFrom === snap.name);
+    const making = clones.filter((v) => v.state === 'creating');
+    if (making.length > 0) throw new BusyError(`snapshot ${snap.name} is being cloned into ${making.map((v) => v.name).join(', ')}; retry when that has finished`);
+    const marked = snap.state === 'removing' ? snap : await this.d.store.updateSnapshot({ ...snap, state: 'removing' });
+    this.fault('snapshot-rm.marked');
+    const backend = this.d.backends.get(snap.backend);
+    const note = canSnapshot(backend) ? await backend.deleteSnapshot(marked, clones.filter((v) => v.state === 'ready')) : undefined;
+    await this.d.store.deleteSnapshot(snap.name, marked.revision);
+    this.d.log.info({ op: 'snapshot-rm', volume: snap.volume, snapshot: snap.name, outcome: 'ok' }, note ?? `snapshot ${snap.name} removed`);
+    return note;
+  }
+
+  private async snapshotInfos(snaps: readonly SnapshotRecord[]): Promise<SnapshotInfo[]> {
+    const clonesOf = new Map<string, string[]>();
+    if (snaps.length > 0) {
+      for (const v of await this.d.store.listVolumes()) {
+        const from = typeof v.spec.fromSnapshot === 'string' ? v.spec.fromSnapshot : typeof v.details.clonedFrom === 'string' ? v.details.clonedFrom : undefined;
+        if (from && !from.startsWith('_')) clonesOf.set(from, [...(clonesOf.get(from) ?? []), v.name]);
+      }
+    }
+    return snaps.map((s) => {
+      const b = this.d.backends.has(s.backend) ? this.d.backends.get(s.backend) : undefined;
+      return {
+        name: s.name, volume: s.volume, backend: s.backend, type: b?.type ?? 'unknown (not configured)', size: s.size, createdAt: s.createdAt,
+        state: s.state, node: s.node, ...(typeof s.details.method === 'string' ? { method: s.details.method } : {}),
+        ...(typeof s.details.frozenMs === 'number' ? { frozenMs: s.details.frozenMs } : {}), clones: clonesOf.get(s.name) ?? [],
+      };
+    });
+  }
+
+  /**
+   * Start-up recovery of snapshots this node was taking or removing when it stopped: a `creating` one
+   * is rolled back (its volume's filesystem thawed first, since the crash may have come while it was
+   * frozen; then the backend's part and the record go), a `removing` one rolled forward, and a
+   * temporary one (a backup's, or a clone's whose create is over) deleted.
+   */
+  private async recoverSnapshots(out: { volume: string; action: string; ok: boolean; error?: string }[], phase: 'before' | 'after'): Promise<void> {
+    for (const snap of await this.d.store.listSnapshots()) {
+      if (snap.node !== this.d.node || !this.d.backends.has(snap.backend)) continue;
+      const temporary = snap.details.temporary === true;
+      if (phase === 'before' && snap.state === 'ready') continue;
+      if (phase === 'after' && !(snap.state === 'ready' && temporary)) continue;
+      if (phase === 'after' && snap.details.purpose === 'clone') {
+        const target = await this.d.store.getVolume(String(snap.details.for));
+        if (target?.state === 'creating') continue; // its create still needs it (it failed to roll forward)
+      }
+      const action = snap.state === 'creating' ? `roll back interrupted snapshot ${snap.name}` : snap.state === 'removing' ? `roll forward interrupted removal of snapshot ${snap.name}` : `remove temporary snapshot ${snap.name} (${String(snap.details.purpose ?? 'unknown')})`;
+      await this.lock.run(snap.volume, () => this.lock.run(snapKey(snap.name), async () => {
+        try {
+          const backend = this.d.backends.get(snap.backend);
+          if (snap.state === 'creating') {
+            const vol = await this.d.store.getVolume(snap.volume);
+            if (vol && canSnapshot(backend) && backend.freezeForSnapshot && this.d.exec && (await this.d.mounts?.at(vol.mountpoint))) await thawFs(this.d.exec, vol.mountpoint);
+            if (canSnapshot(backend)) await backend.deleteSnapshot(snap, []);
+            await this.d.store.deleteSnapshot(snap.name, snap.revision);
+          } else {
+            if (typeof snap.details.readAt === 'string' && canReadSnapshot(backend)) await backend.unmountSnapshot(snap, snap.details.readAt);
+            await this.deleteSnapshotNow(snap);
+          }
+          out.push({ volume: snap.volume, action, ok: true });
+        } catch (e) {
+          out.push({ volume: snap.volume, action, ok: false, error: (e as Error).message });
+        }
+      }));
+    }
+  }
+
   async remove(name: unknown): Promise<void> {
     const vname = validateVolumeName(name);
     await this.op('remove', vname, undefined, () => this.lock.run(vname, async () => {
@@ -199,6 +457,11 @@ export class VolumeService {
         throw new BusyError(`volume ${vname} is in use by ${refs.length} mount${refs.length > 1 ? 's' : ''}: ${ids}; stop the containers using it first`);
       }
       if (rec.state === 'damaged') throw new BusyError(damagedMessage(rec));
+      const snaps = await this.d.store.listSnapshots(vname);
+      if (snaps.length > 0) {
+        const names = snaps.map((x) => x.name);
+        throw new FailedPreconditionError(`volume ${vname} has ${names.length} snapshot${names.length > 1 ? 's' : ''} (${names.slice(0, 10).join(', ')}${names.length > 10 ? ', ...' : ''}); remove ${names.length > 1 ? 'them' : 'it'} first with ballast snapshot rm${names.some((n) => n.startsWith('_')) ? ' (a name starting with "_" is a backup or clone of it under way: let it finish)' : ''}, then remove the volume`);
+      }
       if (this.d.cluster) {
         if (rec.home && rec.home !== this.d.node) throw new FailedPreconditionError(`volume ${vname} lives on node ${rec.home} (its data is on that node's own disk); remove it on node ${rec.home}`);
         const others = (await this.d.store.getAttachments(vname)).holders.filter((h) => h.node !== this.d.node);
@@ -664,6 +927,7 @@ export class VolumeService {
    */
   async recover(): Promise<{ volume: string; action: string; ok: boolean; error?: string }[]> {
     const out: { volume: string; action: string; ok: boolean; error?: string }[] = [];
+    await this.recoverSnapshots(out, 'before');
     for (const op of await this.d.store.pendingOps(this.d.node)) {
       await this.lock.run(op.volume, async () => {
         const rec = await this.d.store.getVolume(op.volume);
@@ -697,6 +961,7 @@ export class VolumeService {
         }
       });
     }
+    await this.recoverSnapshots(out, 'after');
     for (const r of out) this.d.log[r.ok ? 'info' : 'error']({ op: 'recover', volume: r.volume, node: this.d.node, action: r.action, outcome: r.ok ? 'ok' : 'Internal', err: r.error }, 'recover');
     return out;
   }
@@ -797,6 +1062,18 @@ export class VolumeService {
       throw err;
     }
   }
+}
+
+/** The lock key of a snapshot name ("\0" never occurs in a volume name, so it cannot clash with one). */
+function snapKey(name: string): string { return `\0snap ${name}`; }
+
+/** The temporary snapshot a clone of a volume takes of its source. */
+export function cloneSnapshotName(volume: string): string { return `_clone.${volume}`.slice(0, 255); }
+
+/** `<volume>-<UTC time>`, e.g. db-20261202T101500Z (the volume name shortened to keep it within 255). */
+function defaultSnapshotName(volume: string, now: Date): string {
+  const t = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${volume.slice(0, 255 - t.length - 1)}-${t}`;
 }
 
 function damagedMessage(rec: VolumeRecord): string {

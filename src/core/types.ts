@@ -99,3 +99,52 @@ export interface AttachmentSet {
   readonly holders: readonly Attachment[];
   readonly revision: number;
 }
+
+/** A snapshot being taken (`creating`: a crash then rolls it back), usable (`ready`), or being deleted (`removing`: rolled forward). */
+export type SnapshotState = 'creating' | 'ready' | 'removing';
+
+/**
+ * A point-in-time copy of a volume, kept by the volume's backend (a reflinked image, an RBD or CephFS
+ * snapshot). Snapshots have their own namespace (a snapshot and a volume may share a name). Versioned
+ * like volume records: updateSnapshot and deleteSnapshot are compare-and-swap on `revision`.
+ */
+export interface SnapshotRecord {
+  readonly name: string;
+  /** The volume it was taken of. */
+  readonly volume: string;
+  /** The source volume's backend instance; clones are made by it. */
+  readonly backend: string;
+  /** The source volume's spec when the snapshot was taken: a clone gets it. */
+  readonly spec: Readonly<Record<string, unknown>>;
+  /** Bytes: the volume's size when taken (0 where a backend has no size). */
+  readonly size: number;
+  /** RFC 3339. */
+  readonly createdAt: string;
+  readonly state: SnapshotState;
+  /** The node that took it: only its recovery rolls back a `creating` one (it may have frozen a filesystem there). */
+  readonly node: string;
+  /** Belongs to the backend (a path, a snapshot id), plus `temporary: true` for one a backup or a clone of a volume made for itself. */
+  readonly details: Readonly<Record<string, unknown>>;
+  /** As the source volume's home: a node-local volume's snapshot lives on that node. */
+  readonly home?: string;
+  readonly revision: number;
+}
+
+export type NewSnapshotRecord = Omit<SnapshotRecord, 'revision'>;
+
+/** What `ballast snapshot ls` and inspect show. */
+export interface SnapshotInfo {
+  readonly name: string;
+  readonly volume: string;
+  readonly backend: string;
+  readonly type: string;
+  readonly size: number;
+  readonly createdAt: string;
+  readonly state: SnapshotState;
+  readonly node: string;
+  /** How it was taken ("reflink", "copy", "rbd snapshot", ...) and how long the filesystem was frozen. */
+  readonly method?: string;
+  readonly frozenMs?: number;
+  /** Volumes made from it that still exist. */
+  readonly clones: readonly string[];
+}

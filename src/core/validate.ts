@@ -18,6 +18,23 @@ export function validateVolumeName(name: unknown): string {
   return name;
 }
 
+/**
+ * A snapshot name a user gives: the volume name rule. Names Ballast gives its own temporary snapshots
+ * start with "_" (a clone of a volume, a backup), which this rule refuses, so the two never meet.
+ */
+export function validateSnapshotName(name: unknown): string {
+  if (typeof name !== 'string' || name.length === 0) throw new InvalidArgumentError('snapshot name is missing; give a name such as "db-before-upgrade" (letters, digits, "_", "." and "-")');
+  if (name.length > MAX_NAME_LENGTH) throw new InvalidArgumentError(`snapshot name is ${name.length} characters long; the limit is ${MAX_NAME_LENGTH}`);
+  if (!NAME_RE.test(name)) throw new InvalidArgumentError(`snapshot name ${JSON.stringify(name.slice(0, 80))} is not allowed; it must start with a letter or digit and contain only letters, digits, "_", "." and "-"`);
+  return name;
+}
+
+/** A snapshot name from a store or an API that also lists Ballast's own temporary ones ("_..."). */
+export function validateAnySnapshotName(name: unknown): string {
+  if (typeof name === 'string' && /^_[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name) && name.length <= MAX_NAME_LENGTH) return name;
+  return validateSnapshotName(name);
+}
+
 /** Mount IDs from dockerd are 64 hex characters; accept any short token of safe characters. */
 const MOUNT_ID_RE = /^[a-zA-Z0-9_.:-]{1,128}$/;
 export function validateMountId(id: unknown): string {

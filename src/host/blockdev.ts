@@ -91,6 +91,17 @@ export async function freezeFs(exec: Exec, mountpoint: string): Promise<void> {
   if (r.code !== 0 && !/busy/i.test(r.stderr)) throw new InternalError(`fsfreeze -f ${mountpoint} failed: ${r.stderr.trim()}`);
 }
 
+/**
+ * Freezes like freezeFs, and says whether this call froze it (true) or it was frozen already (false:
+ * by the space watcher or the self-fence, whose thaw it is, not this caller's).
+ */
+export async function freezeFsOwned(exec: Exec, mountpoint: string): Promise<boolean> {
+  const r = await exec(['fsfreeze', '-f', '--', mountpoint], { timeoutMs: TIMEOUTS.freeze, okCodes: [0, 1] });
+  if (r.code === 0) return true;
+  if (/busy/i.test(r.stderr)) return false;
+  throw new InternalError(`fsfreeze -f ${mountpoint} failed: ${r.stderr.trim()}`);
+}
+
 /** Thaws a frozen filesystem (FITHAW, `fsfreeze -u`). Not frozen (EINVAL) is success. */
 export async function thawFs(exec: Exec, mountpoint: string): Promise<void> {
   const r = await exec(['fsfreeze', '-u', '--', mountpoint], { timeoutMs: TIMEOUTS.freeze, okCodes: [0, 1] });

@@ -6,16 +6,22 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { MetadataStore } from './types.js';
-import type { NewVolumeRecord, VolumeRecord } from '../core/types.js';
+import type { NewSnapshotRecord, NewVolumeRecord, SnapshotRecord, VolumeRecord } from '../core/types.js';
 
 export const contractRecord = (name: string, extra: Partial<NewVolumeRecord> = {}): NewVolumeRecord => ({
   name, backend: 'local', spec: { mode: 493 }, mountpoint: `/x/${name}`, createdAt: '2026-01-01T00:00:00.000Z', state: 'ready', details: {}, ...extra,
+});
+
+export const contractSnapshot = (name: string, volume: string, extra: Partial<NewSnapshotRecord> = {}): NewSnapshotRecord => ({
+  name, volume, backend: 'local', spec: { mode: 493, size: '1G' }, size: 1073741824, createdAt: '2026-01-02T00:00:00.000Z', state: 'ready', node: 'n1',
+  details: { path: `/s/${name}` }, ...extra,
 });
 
 const conflict = (re: RegExp) => (e: unknown) => (e as { code?: string }).code === 'Conflict' && re.test((e as Error).message);
 
 export function runStoreContract(kind: string, make: () => Promise<MetadataStore> | MetadataStore): void {
   const rec = contractRecord;
+  const snap = contractSnapshot;
   const use = async (fn: (s: MetadataStore) => Promise<void>) => {
     const s = await make();
     try { await fn(s); } finally { await s.close(); }
@@ -161,6 +167,98 @@ export function runStoreContract(kind: string, make: () => Promise<MetadataStore
       assert.equal((lost.reason as { code?: string }).code, 'Conflict');
       const winner = (results.find((r) => r.status === 'fulfilled') as PromiseFulfilledResult<VolumeRecord>).value;
       assert.deepEqual((await s.getVolume('v'))?.details, winner.details);
+    }));
+
+    test('snapshots: insert refuses duplicates and assigns a revision; get, list, list of one volume, by name; their own namespace', () => use(async (s) => {
+      const b = await s.insertSnapshot(snap('b', 'v'));
+      const a = await s.insertSnapshot(snap('a', 'w', { state: 'creating', home: 'n2', node: 'n2', size: 0, details: { id: 7, temporary: true } }));
+      const c = await s.insertSnapshot(snap('c', 'v'));
+      assert.ok(a && b && c, 'new names are inserted');
+      assert.equal(typeof a.revision, 'number');
+      assert.deepEqual(a, { ...snap('a', 'w', { state: 'creating', home: 'n2', node: 'n2', size: 0, details: { id: 7, temporary: true } }), revision: a.revision });
+      assert.equal(await s.insertSnapshot(snap('a', 'v', { backend: 'other' })), undefined, 'a taken name is refused');
+      const got = await s.getSnapshot('a');
+      assert.deepEqual(got, a, 'every field is kept, and the refused insert changed nothing');
+      const gotB = await s.getSnapshot('b');
+      assert.deepEqual(gotB, { ...snap('b', 'v'), revision: b.revision });
+      assert.equal(gotB && 'home' in gotB, false, 'no home when none was given');
+      assert.deepEqual((await s.listSnapshots()).map((x) => x.name), ['a', 'b', 'c']);
+      assert.deepEqual((await s.listSnapshots('v')).map((x) => x.name), ['b', 'c'], 'one volume\'s snapshots, by name');
+      assert.deepEqual((await s.listSnapshots('w')).map((x) => [x.name, x.volume, x.revision]), [['a', 'w', a.revision]]);
+      assert.deepEqual(await s.listSnapshots('none'), []);
+      assert.equal(await s.getSnapshot('zzz'), undefined);
+      // A volume may have a snapshot's name: separate namespaces.
+      assert.ok(await s.insertVolume(rec('a')), 'a volume named as a snapshot is inserted');
+      assert.deepEqual((await s.listVolumes()).map((v) => v.name), ['a']);
+      assert.deepEqual(await s.getSnapshot('a'), a, 'the volume insert changed no snapshot');
+      assert.ok(await s.insertSnapshot(snap('only-snap', 'v')));
+      assert.equal(await s.getVolume('only-snap'), undefined, 'a snapshot is not a volume');
+      assert.deepEqual((await s.listSummaries()).map((v) => v.name), ['a']);
+    }));
+
+    test('snapshots: update is a compare-and-swap on the revision: a stale writer loses and changes nothing; a gone record is a Conflict', () => use(async (s) => {
+      const s1 = (await s.insertSnapshot(snap('a', 'v', { state: 'creating' })))!;
+      const s2 = await s.updateSnapshot({ ...s1, state: 'ready', details: { k: [1, 2] }, size: 5 });
+      assert.notEqual(s2.revision, s1.revision, 'every write gets a new revision');
+      assert.deepEqual(await s.getSnapshot('a'), s2);
+      assert.equal((await s.getSnapshot('a'))?.state, 'ready');
+      await assert.rejects(s.updateSnapshot({ ...s1, details: { stale: true } }), conflict(/snapshot a was changed by another operation/));
+      assert.deepEqual(await s.getSnapshot('a'), s2, 'the stale update changed nothing');
+      const s3 = await s.updateSnapshot({ ...s2, state: 'removing' });
+      assert.ok(s3.revision !== s2.revision);
+      assert.deepEqual((await s.listSnapshots('v')).map((x) => [x.name, x.state, x.revision]), [['a', 'removing', s3.revision]]);
+      await assert.rejects(s.updateSnapshot({ ...snap('zzz', 'v'), revision: 1 } as SnapshotRecord), conflict(/snapshot zzz was removed/));
+      assert.equal(await s.getSnapshot('zzz'), undefined, 'updating an absent record creates nothing');
+      await s.deleteSnapshot('a', s3.revision);
+      await assert.rejects(s.updateSnapshot(s3), conflict(/snapshot a was removed/), 'an update of a deleted record is a Conflict');
+      assert.equal(await s.getSnapshot('a'), undefined);
+    }));
+
+    test('snapshots: delete is a compare-and-swap too, and absent is fine', () => use(async (s) => {
+      const s1 = (await s.insertSnapshot(snap('a', 'v')))!;
+      await s.insertSnapshot(snap('b', 'v'));
+      const s2 = await s.updateSnapshot({ ...s1, state: 'removing' });
+      await assert.rejects(s.deleteSnapshot('a', s1.revision), conflict(/snapshot a was changed/));
+      assert.deepEqual(await s.getSnapshot('a'), s2, 'a stale delete deletes nothing');
+      await s.deleteSnapshot('a', s2.revision);
+      assert.equal(await s.getSnapshot('a'), undefined);
+      assert.deepEqual((await s.listSnapshots()).map((x) => x.name), ['b']);
+      assert.deepEqual((await s.listSnapshots('v')).map((x) => x.name), ['b']);
+      await s.deleteSnapshot('a', s2.revision);
+      await s.deleteSnapshot('never', 1);
+      assert.deepEqual((await s.listSnapshots()).map((x) => x.name), ['b']);
+    }));
+
+    test('snapshots survive deleting their volume\'s record (the store does not cascade), and a volume delete touches no snapshot', () => use(async (s) => {
+      const v = (await s.insertVolume(rec('v')))!;
+      const sv = (await s.insertSnapshot(snap('sv', 'v')))!;
+      const same = (await s.insertSnapshot(snap('v', 'v')))!; // named as its volume
+      await s.addMountWithUndo('v', 'n1', 'x');
+      await s.deleteVolume('v', v.revision);
+      assert.equal(await s.getVolume('v'), undefined);
+      assert.deepEqual(await s.getSnapshot('sv'), sv);
+      assert.deepEqual(await s.getSnapshot('v'), same, 'a snapshot named as the deleted volume is kept');
+      assert.deepEqual((await s.listSnapshots('v')).map((x) => x.name), ['sv', 'v']);
+      const again = (await s.insertVolume(rec('v')))!;
+      assert.ok(again, 'the volume name is free again');
+      assert.deepEqual((await s.listSnapshots('v')).map((x) => x.revision), [sv.revision, same.revision], 'and its snapshots are unchanged');
+      await s.deleteSnapshot('v', same.revision);
+      assert.ok(await s.getVolume('v'), 'deleting a snapshot named as a volume leaves the volume');
+    }));
+
+    test('snapshots: exactly one of two racing updates wins', () => use(async (s) => {
+      const x = (await s.insertSnapshot(snap('x', 'v')))!;
+      const results = await Promise.allSettled([s.updateSnapshot({ ...x, details: { w: 1 } }), s.updateSnapshot({ ...x, details: { w: 2 } })]);
+      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, 'one wins');
+      const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      assert.ok(conflict(/snapshot x was changed by another operation/)(lost.reason), String(lost.reason));
+      assert.equal((lost.reason as { retryable?: boolean }).retryable, true, 'a lost race is retryable');
+      const winner = (results.find((r) => r.status === 'fulfilled') as PromiseFulfilledResult<SnapshotRecord>).value;
+      assert.deepEqual(await s.getSnapshot('x'), winner);
+      const [d1, d2] = await Promise.allSettled([s.deleteSnapshot('x', winner.revision), s.updateSnapshot({ ...winner, state: 'removing' })]);
+      assert.equal([d1, d2].filter((r) => r.status === 'fulfilled').length, 1, 'a delete racing an update: one wins');
+      const left = await s.getSnapshot('x');
+      if (d1.status === 'fulfilled') assert.equal(left, undefined); else assert.equal(left?.state, 'removing');
     }));
   });
 }

@@ -4,7 +4,7 @@ import { Etcd3, isRecoverableError, type Lease } from 'etcd3';
 import type { IKeyValue, IOptions, IRequestOp, ICompare, ITxnResponse, IWatchResponse, IWatchRequest } from 'etcd3';
 import { lostAttachRace, noAttachments, type MetadataStore } from './types.js';
 import { BallastError, ConflictError, InternalError, InvalidArgumentError, UnavailableError } from '../core/errors.js';
-import type { Attachment, AttachmentSet, MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeState, VolumeSummary } from '../core/types.js';
+import type { Attachment, AttachmentSet, MountRef, NewSnapshotRecord, NewVolumeRecord, OpRecord, SnapshotRecord, SnapshotState, VolumeRecord, VolumeState, VolumeSummary } from '../core/types.js';
 
 /**
  * What the config's `store: { type: 'etcd', ... }` gives the store. Files (TLS, password) are named
@@ -31,6 +31,8 @@ export interface EtcdStoreOptions {
 }
 
 interface CachedVolume { readonly rec: VolumeRecord; readonly createRev: number }
+/** `rec` undefined: the stored value does not decode (the key is kept, so that its revision still orders the changes of it). */
+interface CachedSnapshot { readonly rec?: SnapshotRecord; readonly createRev: number; readonly modRev: number }
 interface CachedMount { readonly count: number; readonly since: string; readonly w: string; readonly modRev: number }
 interface CachedOp { readonly key: string; readonly rec: OpRecord }
 /** A change of this store's own committed transaction, applied to the copy before the watch brings it. */
@@ -55,6 +57,10 @@ const lostRacePause = (i: number) => sleep(Math.random() * Math.min(2 ** i, 40))
  * - `attach/<volume>`: `{epoch, holders, w}`, the nodes that hold the volume; its revision is the
  *   key's mod_revision (etcd revisions never repeat, so a set deleted with its volume and made again
  *   never reuses a revision a stale reader holds).
+ * - `snapshots/<name>`: a snapshot record as JSON; its `revision` is the key's mod_revision. Its own
+ *   namespace: a volume's delete leaves its snapshots (the service refuses such removals). A value
+ *   that does not decode is neither a record nor an exception: getSnapshot answers undefined and
+ *   listSnapshots leaves it out (as the SQLite store does).
  * - `_rev`: written by every transaction of this store, so that its mod_revision is the newest
  *   revision of anything under the prefix (deletes included); the freshness probe reads it.
  * `w` (in records and entries) is a token of the write that made the value: when a transaction's
@@ -97,8 +103,10 @@ export class EtcdStore implements MetadataStore {
   private readonly ledger = new Map<string, Map<string, Map<string, CachedMount>>>();
   private readonly ops = new Map<string, Map<number, CachedOp>>();
   private readonly attachments = new Map<string, AttachmentSet>();
+  private readonly snapshots = new Map<string, CachedSnapshot>();
   private summaries?: VolumeSummary[];
   private records?: VolumeRecord[];
+  private snapshotRecords?: SnapshotRecord[];
   /** Revision the watch (or the last range read) has passed: everything up to it is in the copy. */
   private rev = 0;
   /** Own committed changes the watch has not brought yet, by revision; a watch event older than one of them for its key is skipped. */
@@ -246,6 +254,19 @@ export class EtcdStore implements MetadataStore {
     this.assertFresh(`read the journal of node ${node}`);
     return [...(this.ops.get(node)?.values() ?? [])].map((o) => o.rec).sort((a, b) => a.id - b.id);
   }
+  async getSnapshot(name: string): Promise<SnapshotRecord | undefined> {
+    this.assertFresh(`read snapshot ${name}`);
+    return this.snapshots.get(name)?.rec;
+  }
+  async listSnapshots(volume?: string): Promise<SnapshotRecord[]> {
+    this.assertFresh(volume === undefined ? 'list the snapshots' : `list the snapshots of volume ${volume}`);
+    if (!this.snapshotRecords) {
+      const all: SnapshotRecord[] = [];
+      for (const c of this.snapshots.values()) if (c.rec) all.push(c.rec);
+      this.snapshotRecords = Object.freeze(all.sort(byName)) as SnapshotRecord[];
+    }
+    return volume === undefined ? this.snapshotRecords.slice() : this.snapshotRecords.filter((r) => r.volume === volume);
+  }
 
   // ---------------------------------------------------------------- writes (transactions)
 
@@ -310,6 +331,67 @@ export class EtcdStore implements MetadataStore {
       if (!kv) return { done: failRev(r), value: () => undefined }; // absent is fine (a lost answer of our own try, or removed by another)
       await this.catchUp(Number(kv.mod_revision), deadline);
       throw new ConflictError(`volume ${name} was changed by another operation since it was read (revision ${revision}, now ${kv.mod_revision}); it was not removed; read it again and retry`, { retryable: true });
+    });
+  }
+
+  async insertSnapshot(rec: NewSnapshotRecord): Promise<SnapshotRecord | undefined> {
+    const key = this.snapshotKey(rec.name);
+    const w = this.nextToken();
+    const value = encodeSnapshot(rec, w);
+    return this.write(`recording snapshot ${rec.name}`, async (deadline) => {
+      const r = await this.txn(deadline, [{ key: Buffer.from(key), target: 'Create', result: 'Equal', create_revision: 0 }],
+        [put(key, value)], [range(key)]);
+      if (r.succeeded) {
+        const rev = Number(r.header.revision);
+        this.commit(rev, [{ kind: 'put', key, value, createRev: rev, modRev: rev }]);
+        return { done: rev, value: () => this.snapshots.get(rec.name)?.rec ?? ownSnapshot(rec, value, rev) };
+      }
+      const kv = r.responses[0]?.response_range?.kvs[0];
+      if (kv && tokenOf(kv.value) === w) { // our own earlier try committed and its answer was lost
+        const rev = Number(kv.mod_revision);
+        return { done: rev, value: () => ownSnapshot(rec, kv.value.toString(), rev) };
+      }
+      return { done: kv ? Number(kv.mod_revision) : 0, value: () => undefined };
+    });
+  }
+
+  async updateSnapshot(rec: SnapshotRecord): Promise<SnapshotRecord> {
+    const key = this.snapshotKey(rec.name);
+    const w = this.nextToken();
+    const { revision, ...plain } = rec;
+    const value = encodeSnapshot(plain, w);
+    return this.write(`updating snapshot ${rec.name}`, async (deadline) => {
+      const r = await this.txn(deadline, [{ key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: revision }],
+        [put(key, value)], [range(key)]);
+      if (r.succeeded) {
+        const rev = Number(r.header.revision);
+        this.commit(rev, [{ kind: 'put', key, value, createRev: this.snapshots.get(rec.name)?.createRev ?? revision, modRev: rev }]);
+        return { done: rev, value: () => this.snapshots.get(rec.name)?.rec ?? ownSnapshot(plain, value, rev) };
+      }
+      const kv = r.responses[0]?.response_range?.kvs[0];
+      if (kv && tokenOf(kv.value) === w) return { done: Number(kv.mod_revision), value: () => ownSnapshot(plain, kv.value.toString(), Number(kv.mod_revision)) };
+      await this.catchUp(failRev(r), deadline);
+      throw new ConflictError(kv
+        ? `snapshot ${rec.name} was changed by another operation since it was read (revision ${revision}, now ${kv.mod_revision}); read it again and retry`
+        : `snapshot ${rec.name} was removed by another operation since it was read (revision ${revision})`, { retryable: true });
+    });
+  }
+
+  /** Only the snapshot's key: snapshots have no ledger or attachments. */
+  async deleteSnapshot(name: string, revision: number): Promise<void> {
+    const key = this.snapshotKey(name);
+    await this.write(`removing snapshot ${name}`, async (deadline) => {
+      const r = await this.txn(deadline, [{ key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: revision }],
+        [{ request_delete_range: { key: Buffer.from(key) } }], [range(key)]);
+      if (r.succeeded) {
+        const rev = Number(r.header.revision);
+        this.commit(rev, [{ kind: 'del', key }]);
+        return { done: rev, value: () => undefined };
+      }
+      const kv = r.responses[0]?.response_range?.kvs[0];
+      if (!kv) return { done: failRev(r), value: () => undefined }; // absent is fine (a lost answer of our own try, or removed by another)
+      await this.catchUp(Number(kv.mod_revision), deadline);
+      throw new ConflictError(`snapshot ${name} was changed by another operation since it was read (revision ${revision}, now ${kv.mod_revision}); it was not removed; read it again and retry`, { retryable: true });
     });
   }
 
@@ -469,6 +551,7 @@ export class EtcdStore implements MetadataStore {
 
   private volumeKey(name: string): string { return `${this.prefix}volumes/${enc(name)}`; }
   private attachKey(volume: string): string { return `${this.prefix}attach/${enc(volume)}`; }
+  private snapshotKey(name: string): string { return `${this.prefix}snapshots/${enc(name)}`; }
   private mountKey(volume: string, node: string, id: string): string { return `${this.prefix}mounts/${enc(volume)}/${enc(node)}/${enc(id)}`; }
   private nextToken(): string { return `${this.token}${(++this.writeSeq).toString(36)}`; }
 
@@ -594,8 +677,8 @@ export class EtcdStore implements MetadataStore {
     const r = await this.client.kv.range({ key: Buffer.from(this.prefix), range_end: prefixEnd(this.prefix) }, { deadline: new Date(deadline) });
     this.lastContact = Date.now();
     const at = Number(r.header.revision);
-    this.volumes.clear(); this.ledger.clear(); this.ops.clear(); this.attachments.clear();
-    this.summaries = undefined; this.records = undefined;
+    this.volumes.clear(); this.ledger.clear(); this.ops.clear(); this.attachments.clear(); this.snapshots.clear();
+    this.summaries = undefined; this.records = undefined; this.snapshotRecords = undefined;
     for (const kv of r.kvs) this.applyPut(kv.key.toString(), kv.value.toString(), Number(kv.create_revision), Number(kv.mod_revision));
     this.rev = at;
     // Own writes committed after the read are applied again; older ones are in the read.
@@ -736,6 +819,7 @@ export class EtcdStore implements MetadataStore {
     if (p?.kind === 'volume') return this.volumes.get(p.name)?.rec.revision ?? 0;
     if (p?.kind === 'mount') return this.ledger.get(p.volume)?.get(p.node)?.get(p.id)?.modRev ?? 0;
     if (p?.kind === 'attach') return this.attachments.get(p.volume)?.revision ?? 0;
+    if (p?.kind === 'snapshot') return this.snapshots.get(p.name)?.modRev ?? 0;
     return 0;
   }
 
@@ -757,6 +841,7 @@ export class EtcdStore implements MetadataStore {
   private createRevOf(key: string): number {
     const p = this.parseKey(key);
     if (p?.kind === 'volume') return this.volumes.get(p.name)?.createRev ?? 0;
+    if (p?.kind === 'snapshot') return this.snapshots.get(p.name)?.createRev ?? 0;
     return 0;
   }
 
@@ -771,13 +856,14 @@ export class EtcdStore implements MetadataStore {
 
   private parseKey(key: string):
     | { kind: 'volume'; name: string } | { kind: 'mount'; volume: string; node: string; id: string } | { kind: 'op'; node: string }
-    | { kind: 'attach'; volume: string } | undefined {
+    | { kind: 'attach'; volume: string } | { kind: 'snapshot'; name: string } | undefined {
     if (!key.startsWith(this.prefix)) return undefined;
     const p = key.slice(this.prefix.length).split('/');
     if (p[0] === 'volumes' && p.length === 2) return { kind: 'volume', name: dec(p[1]) };
     if (p[0] === 'mounts' && p.length === 4) return { kind: 'mount', volume: dec(p[1]), node: dec(p[2]), id: dec(p[3]) };
     if (p[0] === 'ops' && p.length === 3) return { kind: 'op', node: dec(p[1]) };
     if (p[0] === 'attach' && p.length === 2) return { kind: 'attach', volume: dec(p[1]) };
+    if (p[0] === 'snapshots' && p.length === 2) return { kind: 'snapshot', name: dec(p[1]) };
     return undefined;
   }
 
@@ -800,6 +886,9 @@ export class EtcdStore implements MetadataStore {
       ids.set(p.id, { count: Number(m.count) || 0, since: String(m.since), w: String(m.w ?? ''), modRev });
     } else if (p.kind === 'attach') {
       this.attachments.set(p.volume, decodeAttachments(p.volume, value, modRev));
+    } else if (p.kind === 'snapshot') {
+      this.snapshots.set(p.name, { rec: decodeSnapshot(p.name, value, modRev), createRev, modRev });
+      this.snapshotRecords = undefined;
     } else {
       let o: { volume: string; op: OpRecord['op']; mountId: string; startedAt: string };
       try { o = JSON.parse(value); } catch { return; }
@@ -823,6 +912,8 @@ export class EtcdStore implements MetadataStore {
       if (!nodes!.size) this.ledger.delete(p.volume);
     } else if (p.kind === 'attach') {
       this.attachments.delete(p.volume);
+    } else if (p.kind === 'snapshot') {
+      if (this.snapshots.delete(p.name)) this.snapshotRecords = undefined;
     } else {
       const ops = this.ops.get(p.node);
       if (!ops) return;
@@ -880,6 +971,35 @@ function decodeVolume(name: string, value: string, revision: number): VolumeReco
       details: { damage: `the stored record does not decode (${(e as Error).message})` },
     });
   }
+}
+
+function encodeSnapshot(rec: NewSnapshotRecord, w: string): string {
+  return JSON.stringify({
+    name: rec.name, volume: rec.volume, backend: rec.backend, spec: rec.spec, size: rec.size, createdAt: rec.createdAt, state: rec.state,
+    node: rec.node, details: rec.details, ...(rec.home !== undefined ? { home: rec.home } : {}), w,
+  });
+}
+
+const SNAPSHOT_STATES: readonly string[] = ['creating', 'ready', 'removing'];
+
+/** A snapshot value that does not decode is undefined, never an exception (see the class comment). */
+function decodeSnapshot(name: string, value: string, revision: number): SnapshotRecord | undefined {
+  let o: Record<string, unknown>;
+  try { o = JSON.parse(value); } catch { return undefined; }
+  if (!o || typeof o !== 'object') return undefined;
+  const { spec, details } = o;
+  if (!spec || typeof spec !== 'object' || Array.isArray(spec) || !details || typeof details !== 'object' || Array.isArray(details)
+    || !SNAPSHOT_STATES.includes(o.state as string) || typeof o.size !== 'number' || !Number.isFinite(o.size)
+    || typeof o.volume !== 'string' || typeof o.backend !== 'string' || typeof o.createdAt !== 'string' || typeof o.node !== 'string') return undefined;
+  return deepFreeze({
+    name, volume: o.volume, backend: o.backend, spec: spec as Record<string, unknown>, size: o.size, createdAt: o.createdAt,
+    state: o.state as SnapshotState, node: o.node, details: details as Record<string, unknown>, ...(typeof o.home === 'string' ? { home: o.home } : {}), revision,
+  });
+}
+
+/** What an own write of a snapshot stored (the value it wrote; failing that, the record it was given). */
+function ownSnapshot(rec: NewSnapshotRecord, value: string, revision: number): SnapshotRecord {
+  return decodeSnapshot(rec.name, value, revision) ?? deepFreeze({ ...structuredClone(rec), revision });
 }
 
 function deepFreeze<T>(o: T): T {

@@ -1,5 +1,5 @@
-import { lostAttachRace, lostRace, noAttachments, type MetadataStore } from './types.js';
-import type { AttachmentSet, MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
+import { lostAttachRace, lostRace, lostSnapshotRace, noAttachments, type MetadataStore } from './types.js';
+import type { AttachmentSet, MountRef, NewSnapshotRecord, NewVolumeRecord, OpRecord, SnapshotRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
 import { ConflictError } from '../core/errors.js';
 
 /** In-memory store for unit tests of the layers above; same contract as SqliteStore and EtcdStore. */
@@ -9,6 +9,7 @@ export class MemoryStore implements MetadataStore {
   private readonly ledger = new Map<string, Map<string, { node: string; id: string; count: number; since: string }>>();
   private readonly ops = new Map<number, OpRecord>();
   private readonly attachments = new Map<string, AttachmentSet>();
+  private readonly snapshots = new Map<string, SnapshotRecord>();
   private nextOp = 1;
   private revision = 0;
 
@@ -38,6 +39,29 @@ export class MemoryStore implements MetadataStore {
     this.volumes.delete(name);
     this.ledger.delete(name);
     this.attachments.delete(name);
+  }
+  async getSnapshot(name: string) { const s = this.snapshots.get(name); return s && structuredClone(s); }
+  async listSnapshots(volume?: string) { return [...this.snapshots.values()].filter((s) => volume === undefined || s.volume === volume).sort(byName).map((s) => structuredClone(s)); }
+  async insertSnapshot(rec: NewSnapshotRecord) {
+    if (this.snapshots.has(rec.name)) return undefined;
+    const stored: SnapshotRecord = { ...structuredClone(rec), revision: ++this.revision };
+    this.snapshots.set(rec.name, stored);
+    return structuredClone(stored);
+  }
+  async updateSnapshot(rec: SnapshotRecord) {
+    const cur = this.snapshots.get(rec.name);
+    if (!cur) throw new ConflictError(`snapshot ${rec.name} was removed while this change was made; nothing was changed`);
+    if (cur.revision !== rec.revision) throw lostSnapshotRace(rec.name);
+    const stored: SnapshotRecord = { ...structuredClone(rec), revision: ++this.revision };
+    this.snapshots.set(rec.name, stored);
+    return structuredClone(stored);
+  }
+  /** Snapshots are their own namespace: deleteVolume leaves them. */
+  async deleteSnapshot(name: string, revision: number) {
+    const cur = this.snapshots.get(name);
+    if (!cur) return;
+    if (cur.revision !== revision) throw lostSnapshotRace(name);
+    this.snapshots.delete(name);
   }
   async getAttachments(volume: string) { return structuredClone(this.attachments.get(volume) ?? noAttachments(volume)); }
   async putAttachments(set: AttachmentSet) {

@@ -1,17 +1,38 @@
 import Database from 'better-sqlite3';
 import { dirname } from 'node:path';
-import { lostAttachRace, lostRace, noAttachments, type MetadataStore } from './types.js';
+import { lostAttachRace, lostRace, lostSnapshotRace, noAttachments, type MetadataStore } from './types.js';
 import type { StoreReserve } from './reserve.js';
 import { fullSentence } from './reserve.js';
 import { ResourceExhaustedError } from '../core/errors.js';
 import { hostname } from 'node:os';
 import { ConflictError } from '../core/errors.js';
-import type { Attachment, AttachmentSet, MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary, VolumeState } from '../core/types.js';
+import type { Attachment, AttachmentSet, MountRef, NewSnapshotRecord, NewVolumeRecord, OpRecord, SnapshotRecord, SnapshotState, VolumeRecord, VolumeSummary, VolumeState } from '../core/types.js';
 
 interface VolumeRow {
   name: string; backend: string; spec: string; mountpoint: string; created_at: string; state: string; details: string; revision: number; home: string | null;
 }
 interface MountRow { volume: string; node: string; mount_id: string; count: number; since: string }
+interface SnapshotRow {
+  name: string; volume: string; backend: string; spec: string; size: number; created_at: string; state: string; node: string; details: string; home: string | null; revision: number;
+}
+
+/** Snapshot records (schema 3): their own namespace, so a volume's delete leaves them (the service refuses such removals). */
+const SNAPSHOTS = `
+CREATE TABLE IF NOT EXISTS snapshots (
+  name TEXT PRIMARY KEY,
+  volume TEXT NOT NULL,
+  backend TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  created_at TEXT NOT NULL,
+  state TEXT NOT NULL,
+  node TEXT NOT NULL,
+  details TEXT NOT NULL,
+  home TEXT,
+  revision INTEGER NOT NULL DEFAULT 1
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS snapshots_volume ON snapshots (volume);
+`;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS volumes (
@@ -48,8 +69,8 @@ CREATE TABLE IF NOT EXISTS attachments (
   revision INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-`;
-const SCHEMA_VERSION = '2';
+${SNAPSHOTS}`;
+const SCHEMA_VERSION = '3';
 
 /**
  * Schema 1 (before nodes and revisions): no revision column, and a ledger and journal without a node.
@@ -71,6 +92,14 @@ function migrateFrom1(db: Database.Database, node: string): void {
   })();
 }
 
+/** Schema 2 (before snapshots): the snapshots table is added, empty. */
+function migrateFrom2(db: Database.Database): void {
+  db.transaction(() => {
+    db.exec(SNAPSHOTS);
+    db.prepare("UPDATE meta SET value = '3' WHERE key = 'schema'").run();
+  })();
+}
+
 export interface SqliteStoreOptions {
   /** Space kept for the store's own writes on a full disk (see StoreReserve). */
   readonly reserve?: StoreReserve;
@@ -80,8 +109,9 @@ export interface SqliteStoreOptions {
 
 /**
  * SQLite in WAL mode, with two durabilities on the one connection:
- * - volume records (create, remove: insertVolume, updateVolume, deleteVolume) commit with
- *   synchronous=FULL: the WAL is fsynced before the call returns, so they survive a power loss;
+ * - volume records (create, remove: insertVolume, updateVolume, deleteVolume), snapshot records (every
+ *   write) and attachments commit with synchronous=FULL: the WAL is fsynced before the call returns, so
+ *   they survive a power loss;
  * - the mount ledger and the journal commit with synchronous=NORMAL: the commit is written to the WAL
  *   (in the OS page cache) before the call returns, so it survives a crash of the daemon, but a power
  *   loss may take back the last of them. That is safe because a power loss also takes every mount and
@@ -110,8 +140,10 @@ export class SqliteStore implements MetadataStore {
     this.db.pragma('busy_timeout = 5000');
     const hasMeta = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get() !== undefined;
     const v = hasMeta ? this.db.prepare('SELECT value FROM meta WHERE key = ?').get('schema') as { value: string } | undefined : undefined;
-    if (v?.value === '1') migrateFrom1(this.db, o.node ?? hostname());
-    else if (v && v.value !== SCHEMA_VERSION) throw new Error(`store ${file} has schema ${v.value}; this Ballast understands ${SCHEMA_VERSION} (and migrates 1)`);
+    let version = v?.value;
+    if (version === '1') { migrateFrom1(this.db, o.node ?? hostname()); version = '2'; }
+    if (version === '2') { migrateFrom2(this.db); version = '3'; }
+    if (version !== undefined && version !== SCHEMA_VERSION) throw new Error(`store ${file} has schema ${version}; this Ballast understands ${SCHEMA_VERSION} (and migrates 1 and 2)`);
     this.db.exec(SCHEMA);
     if (!v) this.db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('schema', SCHEMA_VERSION);
     const db = this.db;
@@ -142,6 +174,13 @@ export class SqliteStore implements MetadataStore {
       beginOp: db.prepare('INSERT INTO ops (volume, node, op, mount_id, started_at) VALUES (?, ?, ?, ?, ?)'),
       endOp: db.prepare('DELETE FROM ops WHERE id = ? AND node = ?'),
       pendingOps: db.prepare('SELECT * FROM ops WHERE node = ? ORDER BY id'),
+      getSnap: db.prepare('SELECT * FROM snapshots WHERE name = ?'),
+      listSnaps: db.prepare('SELECT * FROM snapshots ORDER BY name'),
+      listSnapsOf: db.prepare('SELECT * FROM snapshots WHERE volume = ? ORDER BY name'),
+      insertSnap: db.prepare('INSERT OR IGNORE INTO snapshots (name, volume, backend, spec, size, created_at, state, node, details, home, revision) VALUES (@name, @volume, @backend, @spec, @size, @created_at, @state, @node, @details, @home, 1)'),
+      updateSnap: db.prepare('UPDATE snapshots SET volume=@volume, backend=@backend, spec=@spec, size=@size, created_at=@created_at, state=@state, node=@node, details=@details, home=@home, revision = revision + 1 WHERE name=@name AND revision=@revision'),
+      snapRevisionOf: db.prepare('SELECT revision FROM snapshots WHERE name = ?').pluck(),
+      delSnap: db.prepare('DELETE FROM snapshots WHERE name = ? AND revision = ?'),
     };
   }
 
@@ -274,6 +313,45 @@ export class SqliteStore implements MetadataStore {
   })();
   async putAttachments(set: AttachmentSet): Promise<AttachmentSet> { return this.durable(() => this.putAttTx(set)); }
 
+  /**
+   * A row that does not decode (damaged by hand or by a disk) is neither an exception nor a record:
+   * getSnapshot answers undefined and listSnapshots leaves it out. (SnapshotState has no `damaged`, and
+   * any state given to it would invite an action on a snapshot nobody can read: a clone, a delete.)
+   * Its name stays taken: insertSnapshot of it answers undefined.
+   */
+  async getSnapshot(name: string): Promise<SnapshotRecord | undefined> {
+    const row = this.q.getSnap.get(name) as SnapshotRow | undefined;
+    return row && fromSnapshotRow(row);
+  }
+  /** With `volume`, SQLite selects the rows (index on volume). Rows that do not decode are left out (see getSnapshot). */
+  async listSnapshots(volume?: string): Promise<SnapshotRecord[]> {
+    const rows = (volume === undefined ? this.q.listSnaps.all() : this.q.listSnapsOf.all(volume)) as SnapshotRow[];
+    const out: SnapshotRecord[] = [];
+    for (const r of rows) { const s = fromSnapshotRow(r); if (s) out.push(s); }
+    return out;
+  }
+  /** Snapshot records commit with synchronous=FULL, every one of them (a snapshot's record is what finds its data again). */
+  async insertSnapshot(rec: NewSnapshotRecord): Promise<SnapshotRecord | undefined> {
+    const ok = this.durable(() => this.q.insertSnap.run(toSnapshotRow({ ...rec, revision: 1 }))).changes === 1;
+    return ok ? { ...rec, revision: 1 } : undefined;
+  }
+  /** Compare-and-swap on the revision, as updateVolume. */
+  async updateSnapshot(rec: SnapshotRecord): Promise<SnapshotRecord> {
+    const r = this.durable(() => this.q.updateSnap.run(toSnapshotRow(rec)));
+    if (r.changes !== 1) {
+      if (this.q.snapRevisionOf.get(rec.name) === undefined) throw new ConflictError(`snapshot ${rec.name} was removed while this change was made; nothing was changed`);
+      throw lostSnapshotRace(rec.name);
+    }
+    return { ...rec, revision: rec.revision + 1 };
+  }
+  private readonly deleteSnapTx = (name: string, revision: number) => this.db.transaction(() => {
+    const cur = this.q.snapRevisionOf.get(name) as number | undefined;
+    if (cur === undefined) return;
+    if (cur !== revision) throw lostSnapshotRace(name);
+    this.q.delSnap.run(name, revision);
+  })();
+  async deleteSnapshot(name: string, revision: number): Promise<void> { this.durable(() => this.deleteSnapTx(name, revision)); }
+
   /** Refuses new state (a Mount) before its first write while the state directory's filesystem is full. */
   assertRoom(action: string): void { this.reserve?.assertRoom(action); }
 
@@ -281,7 +359,7 @@ export class SqliteStore implements MetadataStore {
 
   private freeOrUndefined(): number | undefined { try { return this.reserve?.freeBytes(); } catch { return undefined; } }
 
-  /** A write of a volume record: committed with synchronous=FULL (fsynced: it survives a power loss). */
+  /** A write of a volume or snapshot record: committed with synchronous=FULL (fsynced: it survives a power loss). */
   private durable<T>(fn: () => T, fsync = true): T {
     if (fsync) this.db.exec('PRAGMA synchronous = FULL');
     try {
@@ -354,6 +432,30 @@ function toRow(v: VolumeRecord): VolumeRow {
     created_at: v.createdAt, state: v.state, details: JSON.stringify(v.details), revision: v.revision, home: v.home ?? null,
   };
 }
+const SNAPSHOT_STATES: readonly string[] = ['creating', 'ready', 'removing'];
+
+/** A snapshot row that does not decode is undefined, never an exception (see SqliteStore.getSnapshot). */
+function fromSnapshotRow(r: SnapshotRow): SnapshotRecord | undefined {
+  try {
+    const spec = JSON.parse(r.spec);
+    const details = JSON.parse(r.details);
+    if (!spec || typeof spec !== 'object' || Array.isArray(spec) || !details || typeof details !== 'object' || Array.isArray(details)
+      || !SNAPSHOT_STATES.includes(r.state) || typeof r.size !== 'number' || !Number.isFinite(r.size)) return undefined;
+    return {
+      name: r.name, volume: r.volume, backend: r.backend, spec, size: r.size, createdAt: r.created_at, state: r.state as SnapshotState,
+      node: r.node, details, ...(r.home ? { home: r.home } : {}), revision: r.revision,
+    };
+  } catch {
+    return undefined;
+  }
+}
+function toSnapshotRow(s: SnapshotRecord): SnapshotRow {
+  return {
+    name: s.name, volume: s.volume, backend: s.backend, spec: JSON.stringify(s.spec), size: s.size, created_at: s.createdAt,
+    state: s.state, node: s.node, details: JSON.stringify(s.details), home: s.home ?? null, revision: s.revision,
+  };
+}
+
 function summaryOf(v: NewVolumeRecord): VolumeSummary {
   return Object.freeze({ name: v.name, mountpoint: v.mountpoint, createdAt: v.createdAt });
 }

@@ -1,4 +1,4 @@
-import type { AttachmentSet, MountRef, NewVolumeRecord, OpRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
+import type { AttachmentSet, MountRef, NewSnapshotRecord, NewVolumeRecord, OpRecord, SnapshotRecord, VolumeRecord, VolumeSummary } from '../core/types.js';
 import { ConflictError } from '../core/errors.js';
 
 /**
@@ -67,6 +67,17 @@ export interface MetadataStore {
    */
   putAttachments(set: AttachmentSet): Promise<AttachmentSet>;
 
+  /** Snapshot records (their own namespace): the same versioning as volume records. */
+  getSnapshot(name: string): Promise<SnapshotRecord | undefined>;
+  /** Every snapshot record by name; with `volume`, only the snapshots of that volume. */
+  listSnapshots(volume?: string): Promise<SnapshotRecord[]>;
+  /** Inserts a new snapshot record; returns it with its first revision, or undefined (nothing changed) when the name exists. */
+  insertSnapshot(rec: NewSnapshotRecord): Promise<SnapshotRecord | undefined>;
+  /** Compare-and-swap on `rec.revision`; a ConflictError when it changed since, or is gone. */
+  updateSnapshot(rec: SnapshotRecord): Promise<SnapshotRecord>;
+  /** Deletes the snapshot record when its revision is still `revision`; absent is fine; a ConflictError when it changed since. */
+  deleteSnapshot(name: string, revision: number): Promise<void>;
+
   /**
    * Optional: throws a ResourceExhaustedError (a sentence naming the directory) when the store's filesystem
    * is too full for new state. Mount calls it before its first write, so that on a full disk the space
@@ -86,6 +97,11 @@ export interface MetadataStore {
 /** The Conflict of a compare-and-swap that lost: another writer changed the record since it was read. */
 export function lostRace(name: string): ConflictError {
   return new ConflictError(`volume ${name} was changed by another operation while this one ran; nothing was changed by this one. Retry it`, { retryable: true });
+}
+
+/** The Conflict of a snapshot compare-and-swap that lost. */
+export function lostSnapshotRace(name: string): ConflictError {
+  return new ConflictError(`snapshot ${name} was changed by another operation while this one ran; nothing was changed by this one. Retry it`, { retryable: true });
 }
 
 /** The Conflict of an attachment change that lost: another node changed the volume's attachments since they were read. */

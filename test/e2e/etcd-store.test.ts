@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { EtcdStore, type EtcdStoreOptions } from '../../src/store/etcd.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
-import { contractRecord, runStoreContract } from '../../src/store/contract.js';
+import { contractRecord, contractSnapshot, runStoreContract } from '../../src/store/contract.js';
 import type { MetadataStore } from '../../src/store/types.js';
-import type { VolumeRecord } from '../../src/core/types.js';
+import type { SnapshotRecord, VolumeRecord } from '../../src/core/types.js';
 import { etcdSkipReason, startEtcd, type EtcdCluster } from '../servers/etcd.js';
 import { freePort } from '../servers/common.js';
 import { run, sleep, waitFor } from '../helpers/proc.js';
@@ -33,6 +33,8 @@ async function open(o: Partial<EtcdStoreOptions> = {}): Promise<EtcdStore> {
   return s;
 }
 const rec = contractRecord;
+const snap = contractSnapshot;
+const etcdctl = (...args: string[]) => run(['/usr/bin/etcdctl', `--endpoints=${cluster!.endpoints.join(',')}`, ...args], { timeoutMs: 10_000, env: { ...process.env, ETCDCTL_API: '3' } });
 const isCode = (code: string, re?: RegExp) => (e: unknown) => (e as { code?: string }).code === code && (!re || re.test((e as Error).message));
 
 if (skip) {
@@ -148,6 +150,103 @@ if (skip) {
       // And it watches again.
       await a.insertVolume(rec('later'));
       await waitFor(async () => (await b.getVolume('later')) !== undefined, 'node b to watch again', 3000, 5);
+    });
+
+    test('snapshots: a write by one store is seen by the other\'s copy; a store opened later reads them; a value that does not decode is left out', async () => {
+      const prefix = freshPrefix();
+      const a = await open({ prefix });
+      const b = await open({ prefix });
+      const v = (await a.insertVolume(rec('vol')))!;
+      const s1 = (await a.insertSnapshot(snap('s1', 'vol', { state: 'creating', home: 'n1' })))!;
+      await waitFor(async () => (await b.getSnapshot('s1'))?.revision === s1.revision, 'node b to see the insert', 2000, 2);
+      assert.deepEqual(await b.getSnapshot('s1'), s1);
+      assert.equal(await b.insertSnapshot(snap('s1', 'vol')), undefined, 'the other node cannot take the name');
+      const s2 = await b.updateSnapshot({ ...(await b.getSnapshot('s1'))!, state: 'ready', details: { id: 'x' } });
+      await waitFor(async () => (await a.getSnapshot('s1'))?.revision === s2.revision, 'node a to see the update', 2000, 2);
+      assert.deepEqual(await a.getSnapshot('s1'), s2);
+      const other = (await a.insertSnapshot(snap('other', 'vol2')))!;
+      await waitFor(async () => (await b.getSnapshot('other')) !== undefined, 'node b to see the second one', 2000, 2);
+      assert.deepEqual((await b.listSnapshots()).map((x) => x.name), ['other', 's1']);
+      assert.deepEqual((await b.listSnapshots('vol')).map((x) => x.name), ['s1']);
+      // A store opened now reads them with the prefix.
+      const c = await open({ prefix });
+      assert.deepEqual(await c.listSnapshots(), [other, s2].sort((x, y) => (x.name < y.name ? -1 : 1)));
+      // The volume's delete leaves them, on every node.
+      await a.deleteVolume('vol', v.revision);
+      await waitFor(async () => (await b.getVolume('vol')) === undefined, 'node b to see the volume delete', 2000, 2);
+      assert.deepEqual(await b.getSnapshot('s1'), s2, 'the snapshot outlives its volume record');
+      // A value put by hand that does not decode: no record, no exception; the rest is still read.
+      assert.equal((await etcdctl('put', `${prefix}snapshots/bad`, '{not json')).code, 0);
+      assert.equal((await etcdctl('put', `${prefix}snapshots/bad-state`, JSON.stringify({ ...snap('bad-state', 'vol'), state: 'frozen' }))).code, 0);
+      const marker = (await a.insertSnapshot(snap('marker', 'vol')))!;
+      for (const s of [a, b]) {
+        await waitFor(async () => (await s.getSnapshot('marker'))?.revision === marker.revision, 'the copy to pass the hand-made values', 2000, 2);
+        assert.equal(await s.getSnapshot('bad'), undefined);
+        assert.equal(await s.getSnapshot('bad-state'), undefined);
+        assert.deepEqual((await s.listSnapshots('vol')).map((x) => x.name), ['marker', 's1']);
+      }
+      const d = await open({ prefix });
+      assert.deepEqual((await d.listSnapshots()).map((x) => x.name), ['marker', 'other', 's1'], 'the read at open leaves them out too');
+      assert.equal(await d.insertSnapshot(snap('bad', 'vol')), undefined, 'the name of an undecodable value stays taken');
+      // Deletes are seen too.
+      await b.deleteSnapshot('s1', s2.revision);
+      await waitFor(async () => (await a.getSnapshot('s1')) === undefined, 'node a to see the delete', 2000, 2);
+      assert.deepEqual((await a.listSnapshots('vol')).map((x) => x.name), ['marker']);
+    });
+
+    test('a snapshot CAS race between two nodes: exactly one update wins, the other is a Conflict naming the snapshot', async () => {
+      const prefix = freshPrefix();
+      const a = await open({ prefix });
+      const b = await open({ prefix });
+      const s0 = (await a.insertSnapshot(snap('race', 'v')))!;
+      await waitFor(async () => (await b.getSnapshot('race'))?.revision === s0.revision, 'node b to see it', 2000, 2);
+      for (let round = 0; round < 5; round++) {
+        const ra = (await a.getSnapshot('race'))!;
+        await waitFor(async () => (await b.getSnapshot('race'))?.revision === ra.revision, 'node b to catch up', 2000, 2);
+        const rb = (await b.getSnapshot('race'))!;
+        const results = await Promise.allSettled([a.updateSnapshot({ ...ra, details: { by: 'a', round } }), b.updateSnapshot({ ...rb, details: { by: 'b', round } })]);
+        const won = results.filter((r): r is PromiseFulfilledResult<SnapshotRecord> => r.status === 'fulfilled');
+        const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+        assert.equal(won.length, 1, 'exactly one wins');
+        assert.ok(isCode('Conflict', /snapshot race was changed by another operation/)(lost[0].reason), String(lost[0].reason));
+        assert.equal((lost[0].reason as { retryable?: boolean }).retryable, true);
+        const loser = results[0].status === 'rejected' ? a : b;
+        assert.deepEqual((await loser.getSnapshot('race'))?.details, won[0].value.details, 'the loser\'s copy holds the winner\'s record');
+      }
+      await assert.rejects(b.deleteSnapshot('race', s0.revision), isCode('Conflict', /snapshot race was changed/), 'a stale delete loses');
+      assert.ok(await b.getSnapshot('race'));
+    });
+
+    test('a watch that falls behind a compaction re-reads snapshots too', async () => {
+      const prefix = freshPrefix();
+      const events: string[] = [];
+      const a = await open({ prefix });
+      const b = await open({ prefix, onEvent: (ev) => events.push(ev) });
+      const keep = (await a.insertSnapshot(snap('keep', 'v')))!;
+      const drop = (await a.insertSnapshot(snap('drop', 'v')))!;
+      await waitFor(async () => (await b.getSnapshot('drop')) !== undefined, 'node b to see it', 2000, 2);
+      const inner = b as unknown as { closed: boolean; stream?: { cancel(): void }; connectWatch(): void };
+      inner.closed = true;
+      inner.stream?.cancel();
+      await sleep(100);
+      await a.deleteSnapshot('drop', drop.revision);
+      const kept = await a.updateSnapshot({ ...keep, state: 'removing' });
+      await a.insertSnapshot(snap('new', 'w'));
+      const r = await etcdctl('compact', String(a.revision));
+      assert.equal(r.code, 0, r.stderr);
+      inner.closed = false;
+      inner.connectWatch();
+      await waitFor(async () => (await b.getSnapshot('new')) !== undefined, 'node b to re-sync', 5000, 5);
+      assert.ok(events.includes('resync'), `events: ${events.join(', ')}`);
+      assert.equal(await b.getSnapshot('drop'), undefined, 'a delete lost in the compacted history is seen by the re-read');
+      assert.deepEqual(await b.getSnapshot('keep'), kept);
+      assert.deepEqual((await b.listSnapshots()).map((x) => x.name), ['keep', 'new']);
+      assert.deepEqual((await b.listSnapshots('v')).map((x) => x.name), ['keep']);
+      // Writes after the re-read: CAS on the revision the re-read brought, and it watches again.
+      const removed = await b.updateSnapshot({ ...(await b.getSnapshot('keep'))!, details: { by: 'b' } });
+      await waitFor(async () => (await a.getSnapshot('keep'))?.revision === removed.revision, 'node a to see it', 2000, 2);
+      await a.insertSnapshot(snap('later', 'v'));
+      await waitFor(async () => (await b.getSnapshot('later')) !== undefined, 'node b to watch again', 3000, 5);
     });
 
     test('a mount racing a remove by another node never leaves a reference to a removed volume', async () => {

@@ -1,13 +1,14 @@
 import { statSync, statfsSync } from 'node:fs';
 import { mkdir, open, readdir, rm, rmdir, stat, statfs } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
-import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_ONE_AT_A_TIME, SINGLE_NODE_WRITER, type AccessModes, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type SpaceGate, type StageOptions, type ThinSpace, type Expander } from '../types.js';
-import type { VolumeRecord } from '../../core/types.js';
+import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_ONE_AT_A_TIME, SINGLE_NODE_WRITER, type AccessModes, type Backend, type BackendContext, type BackendFactory, type HostSnapshot, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type SpaceGate, type StageOptions, type ThinSpace, type Expander, type ProvisionContext, type Snapshotter, type SnapshotReader } from '../types.js';
+import type { SnapshotRecord, VolumeRecord } from '../../core/types.js';
+import { copyFileAtomic, type CopyMethod } from '../../host/copy.js';
 import { FailedPreconditionError, InternalError, InvalidArgumentError, ResourceExhaustedError } from '../../core/errors.js';
 import { formatSize, parseSize } from '../../core/validate.js';
 import { checkOptionKeys } from '../options.js';
 import { parseMountOptions } from '../config-values.js';
-import { within } from '../../host/paths.js';
+import { recordedPath, within } from '../../host/paths.js';
 import { deferredNote, formatIfBlank, growExt4IfSmaller, growExt4Offline, growMountedFilesystem, growOnlineOrDefer, stageBlockFilesystem, type BlockFilesystem, type StageBlock } from '../../host/filesystem.js';
 import {
   FSTYPES, MIN_SIZE, type FsType, allocateFile, detachLoop, freezeFs, loopDevicesOf, probeSignature, thawFs, unmount,
@@ -73,7 +74,7 @@ export function human(bytes: number): string {
  * (the sizes promised to thin images minus what they use may not exceed the free space times
  * `thinOvercommitRatio`), and the space watcher freezes mounted thin volumes before the host is full.
  */
-export class BlockBackend implements Backend, OrphanFinder, ThinSpace, Expander {
+export class BlockBackend implements Backend, OrphanFinder, ThinSpace, Expander, Snapshotter, SnapshotReader {
   readonly type = 'block';
   /** Node-local by default; `shared: true` when imageDir lies on storage every node reaches. */
   readonly access: AccessModes;
@@ -170,11 +171,12 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace, Expander 
   /** The volume's image file, from its record (see Placement). */
   private imageOf(vol: VolumeRecord): string { return detailPath(vol, 'image', () => within(this.imageDir, `${vol.name}.img`)); }
 
-  async provision(vol: VolumeRecord): Promise<Record<string, unknown>> {
+  async provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>> {
     const spec = vol.spec as unknown as BlockSpec;
     const image = this.imageOf(vol);
     await mkdir(dirname(image), { recursive: true, mode: 0o700 });
     const mode = spec.provisioning ?? 'thick';
+    if (pc?.source) return this.provisionClone(vol, image, mode, pc.source);
     let adopted = false;
     try {
       const fh = await open(image, 'wx', 0o600);
@@ -214,6 +216,72 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace, Expander 
     }
     if (made === 'adopted') this.ctx.log.warn({ volume: vol.name, image }, 'adopting an existing image that already holds a filesystem');
     return { image, formatted: true, provisioning: mode, ...(adopted ? { adopted: true } : {}) };
+  }
+
+  /**
+   * A clone: the snapshot's image copied into place whole or not at all (a crash leaves no image, or a
+   * complete one that the resumed create finds). Thin: a reflink where the image directory's filesystem
+   * shares blocks, else a sparse copy. Thick: a full copy whose holes are then allocated, so its space is
+   * really there (a reflinked image would need space at its first write to a shared block).
+   */
+  private async provisionClone(vol: VolumeRecord, image: string, mode: Provisioning, snap: SnapshotRecord): Promise<Record<string, unknown>> {
+    const from = this.snapshotImageOf(snap);
+    let copy: CopyMethod | 'resumed' = 'resumed';
+    if (!(await stat(image).catch(() => undefined))) {
+      if (!(await stat(from).catch(() => undefined))) throw new InternalError(`the image ${from} of snapshot ${snap.name} is missing, so volume ${vol.name} cannot be cloned from it; nothing was made`);
+      copy = await copyFileAtomic(this.ctx.exec, from, image, { full: mode === 'thick' });
+    }
+    this.ctx.fault?.('block.clone-copied');
+    if (mode === 'thick') {
+      await allocateFile(this.ctx.exec, image, (vol.spec as unknown as BlockSpec).size, true).catch(async (e) => {
+        throw await this.allocationError(vol, image, e, true);
+      });
+    }
+    return { image, formatted: true, provisioning: mode, clonedFrom: snap.name, ...(copy === 'resumed' ? {} : { copy }) };
+  }
+
+  // Snapshots: a copy of the image beside the images, taken while the service holds the mounted
+  // filesystem frozen, so the copy is a clean filesystem (no journal to replay).
+  readonly freezeForSnapshot = true;
+  snapshotMethod(vol: VolumeRecord): string { return `copy of the image (reflink where ${dirname(this.imageOf(vol))} can share blocks, else sparse)`; }
+  placeSnapshot(name: string, vol: VolumeRecord): Record<string, string> {
+    return { image: within(dirname(this.imageOf(vol)), 'snapshots', `${name}.img`) };
+  }
+  private snapshotImageOf(snap: SnapshotRecord): string { return recordedPath(snap.details.image, `image of snapshot ${snap.name}`); }
+
+  async createSnapshot(vol: VolumeRecord, snap: SnapshotRecord): Promise<Record<string, unknown>> {
+    const to = this.snapshotImageOf(snap);
+    const from = this.imageOf(vol);
+    if (!(await stat(from).catch(() => undefined))) throw new InternalError(`the image ${from} of volume ${vol.name} is missing; no snapshot was taken`);
+    await mkdir(dirname(to), { recursive: true, mode: 0o700 });
+    const t0 = performance.now();
+    const method = await copyFileAtomic(this.ctx.exec, from, to);
+    const st = await stat(to);
+    return { method, copyMs: Math.round(performance.now() - t0), allocatedBytes: st.blocks * 512 };
+  }
+
+  async deleteSnapshot(snap: SnapshotRecord): Promise<string | undefined> {
+    const img = this.snapshotImageOf(snap);
+    await rm(img, { force: true });
+    await rm(`${img}.part`, { force: true });
+    return undefined;
+  }
+
+  cloneSpec(sourceSpec: Readonly<Record<string, unknown>>): Record<string, unknown> { return { ...sourceSpec }; }
+
+  /** The snapshot's filesystem read-only at `dir` (a read-only loop device, no journal replay; xfs with nouuid, since its source is mounted with the same UUID). */
+  async mountSnapshot(snap: SnapshotRecord, dir: string): Promise<void> {
+    const spec = snap.spec as unknown as BlockSpec;
+    const image = this.snapshotImageOf(snap);
+    await stageBlockFilesystem(this.ctx.exec, this.ctx.mounts, {
+      source: image, loop: true, fstype: spec.fstype, what: `the image ${image} of snapshot ${snap.name}`, volume: snap.volume,
+      stagingPath: stagingPathOf(dir), mountopts: spec.fstype === 'xfs' ? ['nouuid'] : [], readOnly: true, mayFormat: false, localSource: true,
+    });
+  }
+
+  async unmountSnapshot(_snap: SnapshotRecord, dir: string): Promise<void> {
+    const mp = stagingPathOf(dir);
+    if (await this.ctx.mounts.at(mp)) await unmount(this.ctx.exec, mp);
   }
 
   private async allocationError(vol: VolumeRecord, image: string, e: unknown, adopted: boolean): Promise<Error> {

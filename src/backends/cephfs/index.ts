@@ -1,7 +1,8 @@
 import { mkdir, rmdir } from 'node:fs/promises';
-import { mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_MULTI_WRITER, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext } from '../types.js';
-import type { VolumeRecord } from '../../core/types.js';
-import { ConflictError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
+import { mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_MULTI_WRITER, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext, type Snapshotter, type SnapshotReader, type Expander } from '../types.js';
+import type { SnapshotRecord, VolumeRecord } from '../../core/types.js';
+import { dirname } from 'node:path';
+import { ConflictError, InternalError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
 import { checkOptionKeys } from '../options.js';
 import { ConfigReader } from '../config-values.js';
 import { formatSize, parseSize } from '../../core/validate.js';
@@ -14,6 +15,9 @@ const OPTIONS: readonly OptionDoc[] = [
   { name: 'existing', help: 'adopt this existing subvolume (name) instead of creating one; Ballast never deletes it' },
 ];
 
+/** How long a create waits for the mgr to copy a snapshot into a clone. */
+const CLONE_WAIT_MS = 30 * 60_000;
+
 interface CephfsSpec { subvolume: string; size?: number; existing: boolean }
 
 /**
@@ -21,7 +25,7 @@ interface CephfsSpec { subvolume: string; size?: number; existing: boolean }
  * quota the cluster enforces; mounted with ceph-fuse at the subvolume's path. Shared: any number of
  * containers and hosts read and write it.
  */
-export class CephfsBackend implements Backend, HealthChecker {
+export class CephfsBackend implements Backend, HealthChecker, Snapshotter, SnapshotReader, Expander {
   readonly type = 'cephfs';
   /** A shared filesystem: any number of nodes read and write it at once. */
   readonly access = MULTI_NODE_MULTI_WRITER;
@@ -66,6 +70,7 @@ export class CephfsBackend implements Backend, HealthChecker {
     const spec = vol.spec as unknown as CephfsSpec;
     const sub = this.subvolumeOf(vol);
     let path = await this.getpath(sub);
+    if (pc?.source) return this.provisionClone(vol, sub, path, pc.source);
     if (spec.existing) {
       if (!path) throw new InvalidArgumentError(`${this.ceph.label}: existing=${sub} is not a subvolume of ${this.fs}`);
       if (spec.size) await this.ceph.run('ceph', ['fs', 'subvolume', 'resize', this.fs, sub, String(spec.size), ...this.groupArgs(), '--no_shrink']);
@@ -78,6 +83,89 @@ export class CephfsBackend implements Backend, HealthChecker {
       if (!path) throw new UnavailableError(`${this.ceph.label}: subvolume ${sub} was created but its path cannot be read`);
     }
     return { subvolume: sub, path, createdByBallast: !spec.existing };
+  }
+
+  // Snapshots: CephFS subvolume snapshots (`ceph fs subvolume snapshot create`), atomic at the MDS, so
+  // nothing is frozen; a clone is a new subvolume the mgr copies from the snapshot (`snapshot clone`,
+  // waited for until complete) with the source's quota. Clones are full copies: removing the snapshot
+  // leaves them as they are.
+  readonly freezeForSnapshot = false;
+  snapshotMethod(): string { return 'cephfs subvolume snapshot (clones are copied by the mgr)'; }
+  placeSnapshot(name: string, vol: VolumeRecord): Record<string, string> { return { subvolume: this.subvolumeOf(vol), snap: `ballast.${name}` }; }
+  private snapOf(snap: SnapshotRecord): { sub: string; name: string } {
+    const d = snap.details as { subvolume?: unknown; snap?: unknown };
+    const ok = (v: unknown) => typeof v === 'string' && /^[a-zA-Z0-9_.-]+$/.test(v);
+    if (!ok(d.subvolume) || !ok(d.snap)) throw new InternalError(`the record of snapshot ${snap.name} does not name its CephFS snapshot; it is not acted on`);
+    return { sub: String(d.subvolume), name: String(d.snap) };
+  }
+  private async snapNames(sub: string): Promise<string[] | undefined> {
+    const r = await this.ceph.run('ceph', ['fs', 'subvolume', 'snapshot', 'ls', this.fs, sub, ...this.groupArgs(), '--format', 'json'], [0, 2]);
+    return r.code === 0 ? (JSON.parse(r.stdout) as { name: string }[]).map((x) => x.name) : undefined;
+  }
+
+  async createSnapshot(vol: VolumeRecord, snap: SnapshotRecord): Promise<Record<string, unknown>> {
+    const { sub, name } = this.snapOf(snap);
+    const have = await this.snapNames(sub);
+    if (!have) throw new UnavailableError(`${this.ceph.label}: subvolume ${sub} of volume ${vol.name} is missing; no snapshot was taken`);
+    if (!have.includes(name)) await this.ceph.run('ceph', ['fs', 'subvolume', 'snapshot', 'create', this.fs, sub, name, ...this.groupArgs()]);
+    return { method: 'cephfs snapshot' };
+  }
+
+  async deleteSnapshot(snap: SnapshotRecord): Promise<string | undefined> {
+    const { sub, name } = this.snapOf(snap);
+    if (!(await this.snapNames(sub))?.includes(name)) return undefined;
+    await this.ceph.run('ceph', ['fs', 'subvolume', 'snapshot', 'rm', this.fs, sub, name, ...this.groupArgs(), '--force']);
+    return undefined;
+  }
+
+  cloneSpec(sourceSpec: Readonly<Record<string, unknown>>): Record<string, unknown> {
+    const { subvolume: _sub, ...rest } = sourceSpec as Record<string, unknown>;
+    return { ...rest, existing: false };
+  }
+
+  /** Clones the snapshot into the new subvolume and waits until the mgr has copied it (resumed: only waits). */
+  private async provisionClone(vol: VolumeRecord, target: string, path: string | undefined, snap: SnapshotRecord): Promise<Record<string, unknown>> {
+    const { sub, name } = this.snapOf(snap);
+    const group = this.group ? ['--group_name', this.group, '--target_group_name', this.group] : [];
+    if (!path) await this.ceph.run('ceph', ['fs', 'subvolume', 'snapshot', 'clone', this.fs, sub, name, target, ...group]);
+    const deadline = Date.now() + CLONE_WAIT_MS;
+    for (;;) {
+      const st = await this.ceph.json<{ status: { state: string; failure?: { errstr?: string } } }>('ceph', ['fs', 'clone', 'status', this.fs, target, ...this.groupArgs()]);
+      if (st.status.state === 'complete') break;
+      if (st.status.state === 'failed' || st.status.state === 'canceled') {
+        throw new UnavailableError(`${this.ceph.label}: the clone of snapshot ${snap.name} into subvolume ${target} ${st.status.state}${st.status.failure?.errstr ? `: ${st.status.failure.errstr}` : ''}; remove volume ${vol.name} and try again`);
+      }
+      if (Date.now() > deadline) throw new UnavailableError(`${this.ceph.label}: the clone of snapshot ${snap.name} into subvolume ${target} is still ${st.status.state} after ${CLONE_WAIT_MS / 60000} min; run the create again to keep waiting`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const spec = vol.spec as unknown as CephfsSpec;
+    if (spec.size) await this.ceph.run('ceph', ['fs', 'subvolume', 'resize', this.fs, target, String(spec.size), ...this.groupArgs()]);
+    const p = await this.getpath(target);
+    if (!p) throw new UnavailableError(`${this.ceph.label}: subvolume ${target} was cloned but its path cannot be read`);
+    return { subvolume: target, path: p, createdByBallast: true, clonedFrom: snap.name };
+  }
+
+  /**
+   * The snapshot read-only at `dir`: ceph-fuse mounted at the snapshot's directory
+   * (`<subvolume>/.snap/<snapshot>/<uuid>` for a v2 subvolume, whose data lives in `<uuid>`).
+   */
+  async mountSnapshot(snap: SnapshotRecord, dir: string): Promise<void> {
+    const mp = stagingPathOf(dir);
+    if (await this.ctx.mounts.at(mp)) return;
+    const { sub, name } = this.snapOf(snap);
+    const path = await this.getpath(sub);
+    if (!path) throw new UnavailableError(`${this.ceph.label}: subvolume ${sub} of snapshot ${snap.name} is missing`);
+    const snapPath = `${dirname(path)}/.snap/${name}/${path.slice(dirname(path).length + 1)}`;
+    await mkdir(mp, { recursive: true, mode: 0o700 });
+    await mountAndVerify(this.ctx.exec, this.ctx.mounts, ['ceph-fuse', ...this.ceph.identity(), '-r', snapPath, mp, '-o', 'ro'], mp, this.ceph.timeoutSec * 1000);
+  }
+  async unmountSnapshot(_snap: SnapshotRecord, dir: string): Promise<void> { await unmountAndWait(this.ctx.exec, this.ctx.mounts, stagingPathOf(dir)); }
+
+  /** The quota grows (`ceph fs subvolume resize --no_shrink`); it is enforced by the cluster at once, mounted or not. */
+  async expand(vol: VolumeRecord, size: number): Promise<{ spec: Record<string, unknown>; note: string }> {
+    const sub = this.subvolumeOf(vol);
+    await this.ceph.run('ceph', ['fs', 'subvolume', 'resize', this.fs, sub, String(size), ...this.groupArgs(), '--no_shrink']);
+    return { spec: { size }, note: `volume ${vol.name} (cephfs subvolume ${sub}) now has a quota of ${formatSize(size)}; mounted clients see it at once` };
   }
 
   async deprovision(vol: VolumeRecord): Promise<void> {

@@ -1,11 +1,12 @@
 import { mkdir, chown, chmod, rm, readdir } from 'node:fs/promises';
 import { statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_MULTI_WRITER, SINGLE_NODE_WRITER, type AccessModes, type Backend, type HostSnapshot, type BackendContext, type BackendFactory, type OptionDoc, type Orphan, type OrphanFinder, type Placement } from '../types.js';
-import type { VolumeRecord } from '../../core/types.js';
+import { mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_MULTI_WRITER, SINGLE_NODE_WRITER, type AccessModes, type Backend, type HostSnapshot, type BackendContext, type BackendFactory, type OptionDoc, type Orphan, type OrphanFinder, type Placement, type ProvisionContext, type Snapshotter, type SnapshotReader } from '../types.js';
+import type { SnapshotRecord, VolumeRecord } from '../../core/types.js';
+import { copyTreeAtomic } from '../../host/copy.js';
 import { InternalError, InvalidArgumentError } from '../../core/errors.js';
 import { checkOptionKeys, parseIntOption } from '../options.js';
-import { within } from '../../host/paths.js';
+import { recordedPath, within } from '../../host/paths.js';
 import { publish as bindMount, unpublish as unbindMount } from '../../host/bind.js';
 
 const OPTIONS: readonly OptionDoc[] = [
@@ -19,7 +20,7 @@ const OPTIONS: readonly OptionDoc[] = [
  * node only (the data is on this host's disk). Its staging path is normally the directory itself (the
  * Docker path); staged elsewhere (CSI), the directory is bind-mounted there.
  */
-export class LocalBackend implements Backend, OrphanFinder {
+export class LocalBackend implements Backend, OrphanFinder, Snapshotter, SnapshotReader {
   readonly type = 'local';
   /** Node-local by default; `shared: true` when dir lies on a filesystem every node mounts (many writers). */
   readonly access: AccessModes;
@@ -47,9 +48,18 @@ export class LocalBackend implements Backend, OrphanFinder {
   /** A directory volume's mountpoint is its data directory. */
   place(name: string): Placement { return { mountpoint: within(this.dir, name), details: {} }; }
 
-  async provision(vol: VolumeRecord): Promise<Record<string, unknown>> {
+  async provision(vol: VolumeRecord, pc?: ProvisionContext): Promise<Record<string, unknown>> {
     const path = mountpointOf(vol);
     await mkdir(dirname(path), { recursive: true, mode: 0o711 });
+    if (pc?.source) {
+      // A clone: the snapshot's tree copied into place whole or not at all (a resumed create finds it there).
+      if (!statSync(path, { throwIfNoEntry: false })) {
+        const from = this.snapshotDirOf(pc.source);
+        if (!statSync(from, { throwIfNoEntry: false })?.isDirectory()) throw new InternalError(`the directory ${from} of snapshot ${pc.source.name} is missing, so volume ${vol.name} cannot be cloned from it; nothing was made`);
+        await copyTreeAtomic(this.ctx.exec, from, path);
+      }
+      return { path, clonedFrom: pc.source.name };
+    }
     await mkdir(path, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'EEXIST') throw e; });
     this.ctx.fault?.('local.dir-created');
     const { uid, gid, mode } = vol.spec as { uid?: number; gid?: number; mode: number };
@@ -83,8 +93,40 @@ export class LocalBackend implements Backend, OrphanFinder {
     return stagingPath === vol.mountpoint ? 'always' : probeMountpoint(snap, stagingPath);
   }
 
+  // Snapshots: a copy of the directory (`cp -a --reflink=auto`: blocks shared where the filesystem can)
+  // under `<dir>/.snapshots/`. A host directory cannot be frozen, so a snapshot of a directory that is
+  // being written is a copy file by file, not one instant; stop its writers for an exact one.
+  readonly freezeForSnapshot = false;
+  snapshotMethod(): string { return 'copy of the directory (cp -a, blocks shared where the filesystem can reflink)'; }
+  placeSnapshot(name: string, vol: VolumeRecord): Record<string, string> { return { dir: within(dirname(mountpointOf(vol)), '.snapshots', name) }; }
+  private snapshotDirOf(snap: SnapshotRecord): string { return recordedPath(snap.details.dir, `directory of snapshot ${snap.name}`); }
+
+  async createSnapshot(vol: VolumeRecord, snap: SnapshotRecord): Promise<Record<string, unknown>> {
+    const to = this.snapshotDirOf(snap);
+    if (statSync(to, { throwIfNoEntry: false })) return {}; // taken already (the copy is renamed into place whole)
+    await mkdir(dirname(to), { recursive: true, mode: 0o700 });
+    const t0 = performance.now();
+    await copyTreeAtomic(this.ctx.exec, mountpointOf(vol), to);
+    return { method: 'copy', copyMs: Math.round(performance.now() - t0) };
+  }
+
+  async deleteSnapshot(snap: SnapshotRecord): Promise<string | undefined> {
+    const d = this.snapshotDirOf(snap);
+    await rm(d, { recursive: true, force: true });
+    await rm(`${d}.part`, { recursive: true, force: true });
+    return undefined;
+  }
+
+  cloneSpec(sourceSpec: Readonly<Record<string, unknown>>): Record<string, unknown> { return { ...sourceSpec }; }
+
+  /** The snapshot's directory, bind-mounted read-only at `dir`. */
+  async mountSnapshot(snap: SnapshotRecord, dir: string): Promise<void> {
+    await bindMount(this.ctx.exec, this.ctx.mounts, this.snapshotDirOf(snap), dir, { readOnly: true });
+  }
+  async unmountSnapshot(_snap: SnapshotRecord, dir: string): Promise<void> { await unbindMount(this.ctx.exec, this.ctx.mounts, dir); }
+
   async findOrphans(known: ReadonlySet<string>): Promise<Orphan[]> {
-    const names = await readdir(this.dir).catch(() => [] as string[]);
+    const names = (await readdir(this.dir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
     return names.filter((n) => !known.has(n)).map((n) => ({
       backend: this.name, kind: 'directory' as const, path: within(this.dir, n), cleanable: false,
       detail: 'a volume directory with no volume record; its data is kept (move it away or create the volume again to adopt it)',

@@ -1,7 +1,7 @@
 import { rmdir } from 'node:fs/promises';
-import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_SINGLE_WRITER, type AccessMode, type AttachInfo, type Attacher, type Backend, type BackendContext, type BackendFactory, type Fencer, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext, type StageOptions, type Expander } from '../types.js';
-import type { VolumeRecord } from '../../core/types.js';
-import { BusyError, ConflictError, InternalError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
+import { detailPath, mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_SINGLE_WRITER, type AccessMode, type AttachInfo, type Attacher, type Backend, type BackendContext, type BackendFactory, type Fencer, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext, type StageOptions, type Expander, type Snapshotter } from '../types.js';
+import type { SnapshotRecord, VolumeRecord } from '../../core/types.js';
+import { BusyError, ConflictError, FailedPreconditionError, InternalError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
 import { checkOptionKeys } from '../options.js';
 import { ConfigReader } from '../config-values.js';
 import { formatSize, parseSize } from '../../core/validate.js';
@@ -36,7 +36,7 @@ interface RbdLock { id: string; locker: string; address: string }
  * OSD blocklist entries), and every rbd-fuse runs with settings under which an fsync it acknowledges
  * is on the OSDs (rbdClientArgs). Config: opTimeoutSec (default 10) and fenceExpirySec (default 3600).
  */
-export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Expander {
+export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Expander, Snapshotter {
   readonly type = 'rbd';
   readonly access = MULTI_NODE_SINGLE_WRITER;
   readonly optionDocs = OPTIONS;
@@ -95,6 +95,7 @@ export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Exp
     const spec = this.spec(vol);
     const image = this.imageOf(vol);
     const found = await this.info(image);
+    if (pc?.source) return this.provisionClone(vol, image, found !== undefined, pc.source);
     if (spec.existing && !found) throw new InvalidArgumentError(`${this.ceph.label}: existing=${image} is not an image of pool ${this.pool}`);
     if (!spec.existing) {
       if (found && !pc?.resumed) throw new ConflictError(`${this.ceph.label}: image ${this.pool}/${image} already exists; to use it, create the volume with -o existing=${image} (Ballast then never deletes it)`);
@@ -114,6 +115,69 @@ export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Exp
       } finally { await this.fuse.detach(this.target(vol)); }
     } finally { await this.unlock(vol, this.lockId); }
     return { pool: this.pool, image, createdByBallast: !spec.existing, formatted: true };
+  }
+
+  // Snapshots: RBD's own (`rbd snap create`), taken while the service holds the mounted filesystem
+  // frozen (fsfreeze flushes it through rbd-fuse to the OSDs first). A clone is an RBD copy-on-write
+  // child of the (protected) snapshot: instant, whatever the size; removing the snapshot flattens its
+  // clones first (each then holds all its data, and no longer depends on it).
+  readonly freezeForSnapshot = true;
+  snapshotMethod(): string { return 'rbd snapshot (clones are copy-on-write children)'; }
+  placeSnapshot(name: string, vol: VolumeRecord): Record<string, string> { return { pool: this.pool, image: this.imageOf(vol), snap: `ballast.${name}` }; }
+  private snapSpecOf(snap: SnapshotRecord): string {
+    const d = snap.details as { pool?: unknown; image?: unknown; snap?: unknown };
+    const ok = (v: unknown) => typeof v === 'string' && /^[a-zA-Z0-9_.-]+$/.test(v);
+    if (!ok(d.pool) || !ok(d.image) || !ok(d.snap)) throw new InternalError(`the record of snapshot ${snap.name} does not name its RBD snapshot; it is not acted on`);
+    return `${String(d.pool)}/${String(d.image)}@${String(d.snap)}`;
+  }
+
+  private async snapExists(spec: string): Promise<boolean> {
+    const [img, name] = spec.split('@');
+    const r = await this.ceph.run('rbd', ['snap', 'ls', img, '--format', 'json'], [0, 2]);
+    if (r.code === 2) return false;
+    return (JSON.parse(r.stdout) as { name: string }[]).some((x) => x.name === name);
+  }
+
+  async createSnapshot(_vol: VolumeRecord, snap: SnapshotRecord): Promise<Record<string, unknown>> {
+    const spec = this.snapSpecOf(snap);
+    if (!(await this.snapExists(spec))) await this.ceph.run('rbd', ['snap', 'create', '--no-progress', spec]);
+    return { method: 'rbd snapshot' };
+  }
+
+  async deleteSnapshot(snap: SnapshotRecord, clones: readonly VolumeRecord[]): Promise<string | undefined> {
+    const spec = this.snapSpecOf(snap);
+    if (!(await this.snapExists(spec))) return undefined;
+    const flattened: string[] = [];
+    const children = await this.ceph.run('rbd', ['children', spec, '--format', 'json'], [0, 2]);
+    const kids = children.code === 0 ? (JSON.parse(children.stdout) as { pool: string; image: string }[]) : [];
+    const ours = new Map(clones.map((c) => [`${this.pool}/${this.imageOf(c)}`, c.name]));
+    const foreign = kids.filter((k) => !ours.has(`${k.pool}/${k.image}`));
+    if (foreign.length > 0) {
+      throw new FailedPreconditionError(`snapshot ${snap.name} (${spec}) has clones Ballast did not make: ${foreign.map((k) => `${k.pool}/${k.image}`).join(', ')}; flatten them (rbd flatten) or remove them first`);
+    }
+    for (const k of kids) {
+      await this.ceph.run('rbd', ['flatten', '--no-progress', `${k.pool}/${k.image}`], [0]);
+      flattened.push(ours.get(`${k.pool}/${k.image}`) ?? k.image);
+    }
+    await this.ceph.run('rbd', ['snap', 'unprotect', spec], [0, 22]); // 22: not protected
+    await this.ceph.run('rbd', ['snap', 'rm', '--no-progress', spec], [0, 2]);
+    return flattened.length ? `snapshot ${snap.name} removed; its clone${flattened.length > 1 ? 's' : ''} ${flattened.join(', ')} ${flattened.length > 1 ? 'were' : 'was'} flattened first (${flattened.length > 1 ? 'they hold' : 'it holds'} all of ${flattened.length > 1 ? 'their' : 'its'} data now, independent of the snapshot)` : undefined;
+  }
+
+  cloneSpec(sourceSpec: Readonly<Record<string, unknown>>): Record<string, unknown> {
+    const { image: _image, ...rest } = sourceSpec as Record<string, unknown>;
+    return { ...rest, existing: false };
+  }
+
+  /** A clone: an RBD child of the protected snapshot (layering only, like every image Ballast makes). Its filesystem came with it. */
+  private async provisionClone(vol: VolumeRecord, image: string, found: boolean, snap: SnapshotRecord): Promise<Record<string, unknown>> {
+    const spec = this.snapSpecOf(snap);
+    if (!found) {
+      if (!(await this.snapExists(spec))) throw new InternalError(`the RBD snapshot ${spec} of snapshot ${snap.name} is missing, so volume ${vol.name} cannot be cloned from it; nothing was made`);
+      await this.ceph.run('rbd', ['snap', 'protect', spec], [0, 16]); // 16: protected already
+      await this.ceph.run('rbd', ['clone', spec, `${this.pool}/${image}`, '--image-feature', 'layering']);
+    }
+    return { pool: this.pool, image, createdByBallast: true, formatted: true, clonedFrom: snap.name };
   }
 
   /**

@@ -56,6 +56,11 @@ export function provisioningOf(vol: VolumeRecord): Provisioning {
   return vol.state === 'creating' ? 'thick' : 'thin';
 }
 
+/** A clone's mount options: an xfs clone also gets nouuid (details.nouuid; see provisionClone). */
+export function cloneMountopts(vol: VolumeRecord, mountopts: readonly string[]): string[] {
+  return vol.details.nouuid === true ? [...mountopts, 'nouuid'] : [...mountopts];
+}
+
 /** Bytes for a sentence: "89.2MiB". */
 export function human(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -237,7 +242,10 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace, Expander,
         throw await this.allocationError(vol, image, e, true);
       });
     }
-    return { image, formatted: true, provisioning: mode, clonedFrom: snap.name, ...(copy === 'resumed' ? {} : { copy }) };
+    // An xfs clone has its source's UUID, which xfs refuses to mount twice: mounted with nouuid (its
+    // log, not clean after a freeze, rules out giving it a new UUID offline with xfs_admin). btrfs on
+    // this kernel mounts a same-fsid clone on its own (temp-fsid); ext4 does not mind.
+    return { image, formatted: true, provisioning: mode, clonedFrom: snap.name, ...(copy === 'resumed' ? {} : { copy }), ...((vol.spec as unknown as BlockSpec).fstype === 'xfs' ? { nouuid: true } : {}) };
   }
 
   // Snapshots: a copy of the image beside the images, taken while the service holds the mounted
@@ -370,7 +378,7 @@ export class BlockBackend implements Backend, OrphanFinder, ThinSpace, Expander,
     if (refusal) throw new ResourceExhaustedError(refusal);
     // Already mounted (a second reference) is answered inside with two syscalls, without the mount table.
     const st: StageBlock = {
-      ...this.filesystem(vol, image), stagingPath: mp, mountopts: spec.mountopts, readOnly: opts.readOnly, mayFormat: false, localSource: true,
+      ...this.filesystem(vol, image), stagingPath: mp, mountopts: cloneMountopts(vol, spec.mountopts), readOnly: opts.readOnly, mayFormat: false, localSource: true,
       beforeMount: async () => {
         const img = await stat(image).catch(() => undefined);
         if (!img) {

@@ -8,7 +8,7 @@ import { formatSize, parseSize } from '../../core/validate.js';
 import { within } from '../../host/paths.js';
 import { FSTYPES, MIN_SIZE, type FsType } from '../../host/blockdev.js';
 import { deferredNote, ext4Bytes, formatIfBlank, growExt4IfSmaller, growExt4Offline, growMountedFilesystem, growOnlineOrDefer, type BlockFilesystem } from '../../host/filesystem.js';
-import { MOUNT_OPTION_ALLOWLIST, parseFsMountOptions } from '../block/index.js';
+import { MOUNT_OPTION_ALLOWLIST, cloneMountopts, parseFsMountOptions } from '../block/index.js';
 import { CephClient, CEPH_CONFIG_KEYS } from '../ceph/client.js';
 import { RbdFuse, type RbdTarget } from '../ceph/rbd-fuse.js';
 
@@ -177,7 +177,7 @@ export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Exp
       await this.ceph.run('rbd', ['snap', 'protect', spec], [0, 16]); // 16: protected already
       await this.ceph.run('rbd', ['clone', spec, `${this.pool}/${image}`, '--image-feature', 'layering']);
     }
-    return { pool: this.pool, image, createdByBallast: true, formatted: true, clonedFrom: snap.name };
+    return { pool: this.pool, image, createdByBallast: true, formatted: true, clonedFrom: snap.name, ...(this.spec(vol).fstype === 'xfs' ? { nouuid: true } : {}) };
   }
 
   /**
@@ -284,7 +284,7 @@ export class RbdBackend implements Backend, Attacher, HealthChecker, Fencer, Exp
   async stage(vol: VolumeRecord, stagingPath: string, opts: StageOptions = {}): Promise<void> {
     const spec = this.spec(vol);
     await this.fuse.stage(this.target(vol), stagingPathOf(stagingPath), {
-      fstype: spec.fstype, mountopts: spec.mountopts, readOnly: opts.readOnly, mayFormat: false,
+      fstype: spec.fstype, mountopts: cloneMountopts(vol, spec.mountopts), readOnly: opts.readOnly, mayFormat: false,
       // An expand whose ext4 could not grow online: grown now, before the mount, if it still is smaller.
       afterAttach: vol.details.growPending && spec.fstype === 'ext4' && !opts.readOnly && spec.size ? async (file) => { await growExt4IfSmaller(this.ctx.exec, file, spec.size!); } : undefined,
       beforeAttach: async () => {

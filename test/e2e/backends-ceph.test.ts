@@ -796,6 +796,71 @@ describe('Ceph backends: cephfs, rbd, s3 on radosgw (e2e)', () => {
   });
 
   // (h) -------------------------------------------------------------------------------------------
+  t('rbd: a snapshot of a running xfs volume (frozen for it), a copy-on-write clone mounted beside its source, flattened when the snapshot goes', async () => {
+    const v = volName('rbds');
+    await createVolume(v, { backend: 'rbd', size: '320M', fstype: 'xfs' });
+    const w = ctrName('rbds');
+    await runDetached(w, v, WRITER);
+    await execIn(w, 'dd if=/dev/urandom of=/data/r bs=1M count=16 2>/dev/null && sync');
+    const sum = await execIn(w, 'sha256sum /data/r');
+    await keepsWriting(w);
+    const snap = `${v}-s`;
+    const out = await a().cli(['snapshot', 'create', v, snap]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /\(rbd snapshot, frozen [\d.]+ ms\)/);
+    const snaps = JSON.parse(await c().ok('rbd', ['snap', 'ls', `rbd/${v}`, '--format', 'json'])) as { name: string }[];
+    assert.deepEqual(snaps.map((x) => x.name), [`ballast.${snap}`], 'an RBD snapshot of the image');
+    await keepsWriting(w);
+    const clone = volName('rbdc');
+    await createVolume(clone, { 'from-snapshot': snap });
+    const info = JSON.parse(await c().ok('rbd', ['info', `rbd/${clone}`, '--format', 'json'])) as { parent?: { image: string; snapshot: string } };
+    assert.equal(info.parent?.image, v, 'the clone is a child of the source image');
+    assert.equal(info.parent?.snapshot, `ballast.${snap}`);
+    const r = ctrName('rbdc');
+    await runDetached(r, clone);
+    assert.equal(await execIn(r, 'sha256sum /data/r'), sum, 'the clone, mounted beside its source, holds its data');
+    const cloneLines = Number(await execIn(r, 'wc -l < /data/log'));
+    assert.ok(cloneLines < (await lineCount(w)), 'the source went on writing after the snapshot');
+    await removeContainer(w);
+    const rm = await e().docker(['volume', 'rm', v]);
+    assert.match(rm.stderr, new RegExp(`volume ${v} has 1 snapshot \\(${snap}\\)`));
+    const gone = await a().cli(['snapshot', 'rm', snap]);
+    assert.equal(gone.code, 0, gone.stderr);
+    assert.match(gone.stdout, new RegExp(`its clone ${clone} was flattened first`));
+    assert.equal((JSON.parse(await c().ok('rbd', ['info', `rbd/${clone}`, '--format', 'json'])) as { parent?: unknown }).parent, undefined, 'flattened: no parent any more');
+    assert.equal(await execIn(r, 'sha256sum /data/r'), sum, 'the mounted clone kept its data through the flatten');
+    await removeContainer(r);
+    await removeVolume(clone);
+    await removeVolume(v);
+  }, 240_000);
+
+  t('cephfs: a subvolume snapshot, a clone of it copied by the mgr holds the data as it was; the quota grows with volume expand', async () => {
+    const v = volName('cfss');
+    await createVolume(v, { backend: 'cephfs', size: '64M' });
+    await inContainer(v, 'mkdir -p /data/d && echo before > /data/d/f && dd if=/dev/urandom of=/data/r bs=1M count=4 2>/dev/null && sync');
+    const sum = await inContainer(v, 'sha256sum /data/r');
+    const snap = `${v}-s`;
+    const out = await a().cli(['snapshot', 'create', v, snap]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /\(cephfs snapshot\)/);
+    await inContainer(v, 'echo after > /data/d/f');
+    const clone = volName('cfsc');
+    await createVolume(clone, { 'from-snapshot': snap });
+    assert.ok((await subvolumes()).includes(clone), 'the clone is a subvolume');
+    assert.equal(await inContainer(clone, 'cat /data/d/f'), 'before', 'the clone holds the data as it was at the snapshot');
+    assert.equal(await inContainer(clone, 'sha256sum /data/r'), sum);
+    assert.equal(await inContainer(v, 'cat /data/d/f'), 'after');
+    const ex = await a().cli(['volume', 'expand', v, '256M']);
+    assert.equal(ex.code, 0, ex.stderr);
+    assert.match(ex.stdout, /now has a quota of 256 ?MiB/);
+    const df = Number((await inContainer(v, 'df -B1 /data | tail -n 1')).split(/\s+/)[1]);
+    assert.equal(df, 256 * 1024 * 1024, 'ceph-fuse reports the grown quota as the size');
+    assert.equal((await a().cli(['snapshot', 'rm', snap])).code, 0);
+    assert.equal(await inContainer(clone, 'cat /data/d/f'), 'before', 'the clone does not depend on the snapshot');
+    await removeVolume(clone);
+    await removeVolume(v);
+  }, 240_000);
+
   t('credentials never appear in docker volume inspect, the daemon logs or the FUSE clients\' argv', async () => {
     const secrets = { 'client.admin key': c().adminKey, 's3 secret key': c().secretKey, 's3 access key': c().accessKey };
     for (const s of Object.values(secrets)) assert.ok(s.length >= 16);

@@ -5,7 +5,8 @@
 # s3fs, fio), etcd (etcd-server, etcd-client: the cluster store's tests start a 3-member etcd on
 # loopback), and nfs-common (mount.nfs), so the NFS test runs wherever the kernel has an NFS client
 # and skips, saying why, where it has none, and OpenStack Keystone + Cinder (api, scheduler, volume) with
-# RabbitMQ for the cinder backend's tests (test/servers/openstack.ts starts its own on loopback).
+# RabbitMQ for the cinder backend's tests (test/servers/openstack.ts starts its own on loopback), and
+# restic (backups: src/backups/restic.ts).
 # Root only; idempotent; quiet when everything is there. No service is started by the install.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-test-deps: not root; end-to-end tests will be skipped" >&2; exit 0; }
@@ -38,6 +39,7 @@ want /usr/bin/etcdctl etcd-client
 want setfattr attr
 want uuidgen uuid-runtime
 want curl curl
+want /usr/bin/restic restic
 want /usr/bin/keystone-wsgi-public keystone
 want /usr/bin/uwsgi uwsgi-core
 want /usr/lib/uwsgi/plugins/python3_plugin.so uwsgi-plugin-python3

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { loadConfig, LOG_LEVELS, type ConfigInput } from '../config/index.js';
 import { startDaemon, VERSION } from '../daemon/index.js';
-import { AdminClient, CliError, withProgress } from './client.js';
+import { AdminClient, CliError, describeProgress, streamCall, withProgress } from './client.js';
 import type { SnapshotInfo, VolumeInfo } from '../core/types.js';
 import type { Check } from '../daemon/doctor.js';
 import { hostChecks, pluginChecks } from '../daemon/doctor.js';
@@ -147,6 +147,77 @@ snapshot.command('rm <names...>').alias('remove')
     for (const n of names) {
       const r = await withProgress(`removing snapshot ${n}`, c.call<{ name: string; note?: string }>('DELETE', `/v1/snapshots/${encodeURIComponent(n)}`));
       console.log(r.note ? `${n}: ${r.note}` : n);
+    }
+  });
+
+const backup = program.command('backup').description('backups of volumes with restic, to a directory or S3 (backupTargets in the config); restore into any backend, on any node');
+
+/** Runs a streamed operation: progress on a terminal (stderr), nothing else unless asked. */
+async function streamed<T>(o: ConfigInput, path: string, body: unknown): Promise<T> {
+  const cfg = loadConfig({ root: o.root, adminSocket: o.adminSocket, config: o.config });
+  const tty = process.stderr.isTTY;
+  try {
+    return await streamCall<T>(cfg.adminSocket, 'POST', path, body, (p) => { if (tty && p.phase !== 'done') process.stderr.write(`\r\x1b[K${describeProgress(p)}`); });
+  } finally { if (tty) process.stderr.write('\r\x1b[K'); }
+}
+
+backup.command('create <volume>')
+  .description('back up a volume (from a snapshot of it: consistent, and the volume stays in use); incremental against its earlier backups')
+  .option('--to <target>', 'backup target (default: the only one, or defaultBackupTarget)')
+  .option('--json', 'print JSON')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (vol: string, o: ConfigInput & { to?: string; json?: boolean }) => {
+    const r = await streamed<{ id: string; target: string; bytes: number; dataAdded: number; durationSec: number; filesNew: number; filesChanged: number; filesUnmodified: number }>(o, '/v1/backups', { volume: vol, ...(o.to ? { target: o.to } : {}) });
+    if (o.json) { console.log(JSON.stringify(r, null, 2)); return; }
+    console.log(`${r.id}  (target ${r.target}: ${formatBytes(r.bytes)} in ${r.filesNew + r.filesChanged + r.filesUnmodified} files, ${formatBytes(r.dataAdded)} added, ${r.durationSec.toFixed(1)} s)`);
+  });
+
+backup.command('ls [volume]').alias('list')
+  .description('list backups, of every target or one')
+  .option('--from <target>', 'only this backup target')
+  .option('--json', 'print JSON')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (vol: string | undefined, o: ConfigInput & { from?: string; json?: boolean }) => {
+    const q = new URLSearchParams({ ...(o.from ? { target: o.from } : {}), ...(vol ? { volume: vol } : {}) }).toString();
+    const r = await clientFrom(o).call<{ backups: { id: string; target: string; volume?: string; backend?: string; size?: number; node: string; time: string }[]; errors: { target: string; error: string }[] }>('GET', `/v1/backups${q ? `?${q}` : ''}`, undefined, 600_000);
+    if (r.errors.length) process.exitCode = 5;
+    if (o.json) { console.log(JSON.stringify(r, null, 2)); return; }
+    const rows = [['ID', 'TARGET', 'VOLUME', 'BACKEND', 'SIZE', 'NODE', 'TIME']];
+    for (const b of r.backups) rows.push([b.id, b.target, b.volume ?? '-', b.backend ?? '-', b.size ? formatBytes(b.size) : '-', b.node, b.time]);
+    console.log(table(rows));
+    for (const e of r.errors) process.stderr.write(`ballast: target ${e.target} could not be listed: ${e.error}\n`);
+  });
+
+backup.command('restore <id>')
+  .description('restore a backup into a new volume, on any backend (default: the default backend, with the backed-up size)')
+  .requiredOption('--into <volume>', 'name of the new volume')
+  .option('--from <target>', 'backup target holding it')
+  .option('-b, --backend <name>', 'backend of the new volume')
+  .option('-o, --opt <key=value>', 'option of the new volume (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .option('--json', 'print JSON')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (id: string, o: ConfigInput & { into: string; from?: string; backend?: string; opt: string[]; json?: boolean }) => {
+    const options: Record<string, string> = {};
+    for (const kv of o.opt) {
+      const i = kv.indexOf('=');
+      if (i <= 0) throw new CliError(`option ${JSON.stringify(kv)} is not key=value`, 2);
+      options[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+    if (o.backend) options.backend = o.backend;
+    const v = await streamed<VolumeInfo>(o, `/v1/backups/${encodeURIComponent(id)}/restore`, { into: o.into, ...(o.from ? { target: o.from } : {}), options });
+    if (o.json) { console.log(JSON.stringify(v, null, 2)); return; }
+    console.log(v.name);
+  });
+
+backup.command('rm <ids...>').alias('remove')
+  .description('remove backups (their data is pruned from the repository)')
+  .option('--from <target>', 'backup target holding them')
+  .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
+  .action(async (ids: string[], o: ConfigInput & { from?: string }) => {
+    const c = clientFrom(o);
+    for (const id of ids) {
+      const r = await withProgress(`removing backup ${id}`, c.call<{ id: string; note?: string }>('DELETE', `/v1/backups/${encodeURIComponent(id)}${o.from ? `?target=${encodeURIComponent(o.from)}` : ''}`, undefined, 1_800_000));
+      console.log(r.note ? `${id}: ${r.note}` : id);
     }
   });
 

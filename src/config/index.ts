@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, isAbsolute, join } from 'node:path';
 import { InvalidArgumentError } from '../core/errors.js';
+import { parseBackupTargets, type BackupTarget } from '../backups/targets.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -33,6 +34,10 @@ export interface Config {
   readonly space: Readonly<SpaceConfig>;
   /** Where volume records, the mount ledger and the journal live: SQLite under `root` (default) or etcd. */
   readonly store: StoreConfig;
+  /** Where `ballast backup create` puts backups (restic repositories on a directory or S3; src/backups/targets.ts). */
+  readonly backupTargets: Readonly<Record<string, BackupTarget>>;
+  /** The target a backup command without --to / --from uses (default: the only target, if there is one). */
+  readonly defaultBackupTarget?: string;
 }
 
 /**
@@ -90,7 +95,7 @@ export interface ConfigInput {
   dockerHost?: string; node?: string;
 }
 
-const FILE_KEYS = ['root', 'socket', 'adminSocket', 'logLevel', 'dockerHost', 'node', 'defaultBackend', 'backends', 'shutdownTimeoutSec', 'reconcileIntervalSec', 'leakGraceSec', 'space', 'store'];
+const FILE_KEYS = ['root', 'socket', 'adminSocket', 'logLevel', 'dockerHost', 'node', 'defaultBackend', 'backends', 'shutdownTimeoutSec', 'reconcileIntervalSec', 'leakGraceSec', 'space', 'store', 'backupTargets', 'defaultBackupTarget'];
 
 /** Merges defaults < config file < environment < flags, validates, and freezes the result. */
 export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): Config {
@@ -143,10 +148,15 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
 
   const space = parseSpace(file.space, reconcileIntervalSec);
   const store = parseStore(file.store);
+  const backupTargets = parseBackupTargets(file.backupTargets);
+  const defaultBackupTarget = file.defaultBackupTarget as string | undefined;
+  if (defaultBackupTarget !== undefined && (typeof defaultBackupTarget !== 'string' || !(defaultBackupTarget in backupTargets))) {
+    throw new InvalidArgumentError(`defaultBackupTarget ${JSON.stringify(defaultBackupTarget)} is not among the backupTargets: ${Object.keys(backupTargets).join(', ') || '(none)'}`);
+  }
 
   return deepFreeze({
     root, socket, adminSocket, logLevel, dockerHost, node, defaultBackend, backends: structuredClone(backends), shutdownTimeoutSec,
-    reconcileIntervalSec, leakGraceSec, faults, space, store,
+    reconcileIntervalSec, leakGraceSec, faults, space, store, backupTargets, ...(defaultBackupTarget ? { defaultBackupTarget } : {}),
   });
 }
 

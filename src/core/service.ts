@@ -2,6 +2,8 @@ import type { Logger } from 'pino';
 import type { MetadataStore } from '../store/types.js';
 import type { BackendRegistry } from '../backends/registry.js';
 import { stageAtMountpoint, unstageAtMountpoint } from '../backends/node-ops.js';
+import { rmdir } from 'node:fs/promises';
+import { within } from '../host/paths.js';
 import type { Attachment, AttachmentSet, SnapshotInfo, SnapshotRecord, VolumeInfo, VolumeRecord, VolumeSummary } from './types.js';
 import { AbortedError, AlreadyExistsError, BallastError, BusyError, ConflictError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError, asBallastError } from './errors.js';
 import { canExpand, canFence, canReadSnapshot, canSnapshot, checkAccess, mountpointOf, type AccessMode, type Backend, type Fencer, type Snapshotter } from '../backends/types.js';
@@ -40,6 +42,17 @@ export interface ServiceDeps {
   readonly mounts?: MountTable;
 }
 
+/**
+ * Restores backups into new volumes (`-o from-backup=ID`): the backups service (src/backups/service.ts),
+ * set once the daemon built it.
+ */
+export interface Restorer {
+  /** The backup `id` of target `target` (the default one when undefined): its full id, its target, the size of the volume it was taken of. */
+  describe(id: string, target: string | undefined): Promise<{ readonly id: string; readonly target: string; readonly size?: number; readonly volume?: string }>;
+  /** Restores it into `dir`, the new volume's staged filesystem (empty but for lost+found). */
+  restoreInto(id: string, target: string, dir: string, volume: string): Promise<{ readonly files: number; readonly bytes: number }>;
+}
+
 /** How long one freeze of the self-fence is waited for: writers block as soon as it starts; the flush may hang on a cut-off server. */
 const FREEZE_WAIT_MS = 1_000;
 const POLL_MS = 250;
@@ -69,6 +82,10 @@ export class VolumeService {
   private readonly selfFrozen = new Map<string, VolumeRecord>();
   private readonly now: () => Date;
   private readonly fault: (point: string) => void;
+  private restorer?: Restorer;
+
+  /** The daemon hands the backups service in once it is built (it needs this service itself). */
+  setRestorer(r: Restorer): void { this.restorer = r; }
 
   constructor(private readonly d: ServiceDeps) {
     this.now = d.now ?? (() => new Date());
@@ -93,7 +110,7 @@ export class VolumeService {
       const clone = await this.cloneRequest(vname, asked, rest);
       const backendName = clone?.backend ?? asked ?? this.d.defaultBackend;
       const backend = this.d.backends.get(backendName);
-      const spec = clone?.spec ?? backend.parseOptions(rest);
+      const spec = clone?.spec ?? await this.restoreRequest(vname, backend, rest) ?? backend.parseOptions(rest);
       const existing = await this.d.store.getVolume(vname);
       if (existing) {
         if (existing.backend !== backendName || stableJson(existing.spec) !== stableJson(spec)) {
@@ -139,7 +156,9 @@ export class VolumeService {
     const source = await this.cloneSource(rec, backend);
     const details = await backend.provision(rec, { resumed, ...(source ? { source } : {}) });
     this.fault('create.provisioned');
-    const ready = await this.d.store.updateVolume({ ...rec, details: { ...rec.details, ...details }, state: 'ready' });
+    const provisioned = { ...rec, details: { ...rec.details, ...details } };
+    if (typeof rec.spec.fromBackup === 'string' && rec.details.restored !== true) await this.restoreBackupInto(provisioned, backend, resumed);
+    const ready = await this.d.store.updateVolume({ ...provisioned, details: { ...provisioned.details, ...(typeof rec.spec.fromBackup === 'string' ? { restored: true } : {}) }, state: 'ready' });
     // The snapshot a clone of a volume took for itself goes once the clone stands (a backend whose
     // clones depend on their snapshot makes this one independent first).
     if (source?.details.temporary) {
@@ -152,6 +171,83 @@ export class VolumeService {
   }
 
   /**
+   * `-o from-backup=ID [-o backup-target=NAME]`: the new volume's spec, from the options given (any
+   * backend: a backup holds files, not blocks) with the backed-up volume's size where none is given and
+   * the backend takes one. Undefined when no backup is named.
+   */
+  private async restoreRequest(vname: string, backend: Backend, rest: Record<string, string>): Promise<Record<string, unknown> | undefined> {
+    const id = rest['from-backup'];
+    const target = rest['backup-target'];
+    if (id === undefined) {
+      if (target !== undefined) throw new InvalidArgumentError('backup-target names where the backup of from-backup=ID is; give from-backup too');
+      return undefined;
+    }
+    if (!this.restorer) throw new FailedPreconditionError(`volume ${vname} cannot be restored from a backup: no backup target is configured (backupTargets in the config file)`);
+    if (!/^[0-9a-f]{8,64}$/.test(id)) throw new InvalidArgumentError(`from-backup=${JSON.stringify(id.slice(0, 80))} is not a backup id (8 to 64 hex digits, as ballast backup ls shows)`);
+    const b = await this.restorer.describe(id, target);
+    const { 'from-backup': _id, 'backup-target': _t, ...opts } = rest;
+    if (opts.size === undefined && b.size && backend.optionDocs.some((o) => o.name === 'size')) opts.size = String(b.size);
+    return { ...backend.parseOptions(opts), fromBackup: `${b.target}:${b.id}` };
+  }
+
+  /**
+   * Fills a new volume with a backup: staged at its mountpoint (attached here first in cluster mode),
+   * restored, unstaged. A restore a crash interrupted is started again on an emptied filesystem (the
+   * volume is still `creating`: nothing but the restore ever wrote to it).
+   */
+  private async restoreBackupInto(rec: VolumeRecord, backend: Backend, resumed: boolean): Promise<void> {
+    if (!this.restorer) throw new FailedPreconditionError(`volume ${rec.name} is to be restored from backup ${String(rec.spec.fromBackup)}, but no backup target is configured; configure backupTargets, or remove the volume`);
+    const [target, id] = String(rec.spec.fromBackup).split(':');
+    if (this.d.cluster) await this.attachHere(rec, backend, 'rw');
+    try {
+      await stageAtMountpoint(backend, rec, this.d.node, this.d.mounts);
+      try {
+        const mp = mountpointOf(rec);
+        if (resumed && this.d.exec) {
+          await this.d.exec(['find', mp, '-mindepth', '1', '-maxdepth', '1', '!', '-name', 'lost+found', '-exec', 'rm', '-rf', '--', '{}', '+'], { timeoutMs: 10 * 60_000 });
+        }
+        const r = await this.restorer.restoreInto(id, target, mp, rec.name);
+        this.fault('restore.restored');
+        this.d.log.info({ op: 'restore', volume: rec.name, backup: id, target, files: r.files, bytes: r.bytes, outcome: 'ok' }, `volume ${rec.name} restored from backup ${id} of target ${target}`);
+      } finally {
+        await unstageAtMountpoint(backend, rec, this.d.node);
+      }
+    } finally {
+      if (this.d.cluster) await this.releaseHere(rec.name).catch(() => undefined);
+    }
+  }
+
+  /**
+   * For a backup: takes a temporary snapshot of the volume (consistent, as any snapshot), makes it
+   * readable at a directory under `readRoot`, runs `fn` on it with the volume itself free again (its
+   * containers go on, other operations on it too), then unmounts and removes the snapshot. A crash
+   * in between leaves the snapshot recorded with where it was read, and recovery removes both.
+   */
+  async readSnapshotForBackup<T>(volume: unknown, readRoot: string, fn: (dir: string, snap: SnapshotRecord, vol: VolumeRecord, method: string) => Promise<T>): Promise<T> {
+    const vname = validateVolumeName(volume);
+    const { snap, vol, backend } = await this.lock.run(vname, async () => {
+      const rec = await this.ready(vname);
+      const b = this.d.backends.get(rec.backend);
+      if (!canSnapshot(b) || !canReadSnapshot(b)) throw new FailedPreconditionError(`volume ${vname} cannot be backed up: backend ${rec.backend} (type ${b.type}) cannot take and read snapshots, which a consistent backup is made from; nothing was changed`);
+      const name = `_backup.${vname}.${this.now().getTime()}`.slice(0, 255);
+      const taken = await this.takeSnapshot(rec, b, name, { temporary: true, purpose: 'backup', readAt: within(readRoot, name) });
+      return { snap: taken, vol: rec, backend: b };
+    });
+    return this.lock.run(snapKey(snap.name), async () => {
+      const dir = String(snap.details.readAt);
+      try {
+        await backend.mountSnapshot(snap, dir);
+        this.fault('backup.snapshot-mounted');
+        return await fn(dir, snap, vol, backend.snapshotMethod(vol));
+      } finally {
+        await backend.unmountSnapshot(snap, dir).catch((e: Error) => this.d.log.error({ op: 'backup', volume: vname, err: e.message }, `the snapshot ${snap.name} read for a backup could not be unmounted from ${dir}; the reconciler's recovery removes it at the next start`));
+        await rmdir(dir).catch(() => undefined);
+        await this.deleteSnapshotNow(snap).catch((e: Error) => this.d.log.error({ op: 'backup', volume: vname, err: e.message }, `the temporary snapshot ${snap.name} of a backup could not be removed; ballast snapshot rm ${snap.name} removes it`));
+      }
+    });
+  }
+
+  /**
    * `-o from-snapshot=NAME` or `-o from-volume=NAME`: the backend and spec of the clone (its source's;
    * only `size`, equal to the source's, may be given besides). Undefined for a plain create.
    */
@@ -160,6 +256,7 @@ export class VolumeService {
     const fromVol = rest['from-volume'];
     if (fromSnap === undefined && fromVol === undefined) return undefined;
     if (fromSnap !== undefined && fromVol !== undefined) throw new InvalidArgumentError('give one of from-snapshot and from-volume, not both');
+    if (rest['from-backup'] !== undefined) throw new InvalidArgumentError(`give one of ${fromSnap !== undefined ? 'from-snapshot' : 'from-volume'} and from-backup, not both`);
     let source: { backend: string; spec: Readonly<Record<string, unknown>>; home?: string; what: string };
     if (fromSnap !== undefined) {
       const sname = validateSnapshotName(fromSnap);

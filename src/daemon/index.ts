@@ -18,6 +18,7 @@ import { s3Factory } from '../backends/s3/index.js';
 import { cephfsFactory } from '../backends/cephfs/index.js';
 import { rbdFactory } from '../backends/rbd/index.js';
 import { cinderFactory } from '../backends/cinder/index.js';
+import { BackupService } from '../backups/service.js';
 import { VolumeService } from '../core/service.js';
 import { hostExec, type Exec } from '../host/exec.js';
 import { ProcMountTable, type MountTable } from '../host/mountinfo.js';
@@ -103,6 +104,9 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
     liveness: membership,
     ...(sc.type === 'etcd' && timing ? { timing: { takeoverGraceMs: sc.takeoverGraceSec * 1000, takeoverWaitMs: timing.takeoverWaitMs, suspectBelowSec: sc.leaseTtlSec - 2 * sc.keepaliveSec - 1 } } : {}),
   });
+  // Backups (restic): also the restorer of -o from-backup=ID, which recovery may roll forward.
+  const backups = new BackupService({ service, targets: config.backupTargets, defaultTarget: config.defaultBackupTarget, root: config.root, node: config.node, log, fault });
+  service.setRestorer(backups);
   selfFence = selfFenceUp?.(service);
   // Registers itself as the space gate of backends with thin volumes, before recovery mounts anything.
   const space = new SpaceWatcher({ backends, store, withLock: (v, fn) => service.withLock(v, fn), log, settings: config.space });
@@ -119,7 +123,7 @@ export async function startDaemon(config: Config, o: DaemonOverrides = {}): Prom
 
   const startedAt = new Date().toISOString();
   const api = buildApi(service, log, {
-    service, log,
+    service, backups, log,
     health: () => ({ ok: true, version: VERSION, node: config.node, root: config.root, socket: config.socket, driver: driverName(config.socket), backends: backends.names(), startedAt, pid: process.pid }),
     // Doctor reads: the last reconcile pass (the periodic one, or the one at start), never a new pass
     // that could repair something behind the operator's back. Repair stays a POST.

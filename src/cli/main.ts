@@ -46,13 +46,7 @@ volume.command('create <name>')
   .option('-b, --backend <name>', 'backend instance (same as -o backend=NAME)')
   .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
   .action(async (name: string, o: ConfigInput & { opt: string[]; backend?: string }) => {
-    const options: Record<string, string> = {};
-    for (const kv of o.opt) {
-      const i = kv.indexOf('=');
-      if (i <= 0) throw new CliError(`option ${JSON.stringify(kv)} is not key=value`, 2);
-      options[kv.slice(0, i)] = kv.slice(i + 1);
-    }
-    if (o.backend) options.backend = o.backend;
+    const options = keyValues(o.opt, o.backend);
     const v = await withProgress(`creating ${name}`, clientFrom(o).call<VolumeInfo>('POST', '/v1/volumes', { name, options }));
     console.log(v.name);
   });
@@ -197,13 +191,7 @@ backup.command('restore <id>')
   .option('--json', 'print JSON')
   .addOption(rootOpt()).addOption(adminOpt()).addOption(configOpt())
   .action(async (id: string, o: ConfigInput & { into: string; from?: string; backend?: string; opt: string[]; json?: boolean }) => {
-    const options: Record<string, string> = {};
-    for (const kv of o.opt) {
-      const i = kv.indexOf('=');
-      if (i <= 0) throw new CliError(`option ${JSON.stringify(kv)} is not key=value`, 2);
-      options[kv.slice(0, i)] = kv.slice(i + 1);
-    }
-    if (o.backend) options.backend = o.backend;
+    const options = keyValues(o.opt, o.backend);
     const v = await streamed<VolumeInfo>(o, `/v1/backups/${encodeURIComponent(id)}/restore`, { into: o.into, ...(o.from ? { target: o.from } : {}), options });
     if (o.json) { console.log(JSON.stringify(v, null, 2)); return; }
     console.log(v.name);
@@ -284,6 +272,18 @@ program.command('repair')
     console.log(`${r.repairs.length} repair(s), ${r.uncertain.length} uncertain volume(s), ${r.orphans.length} orphan(s) kept, ${r.volumes} volume(s) checked in ${r.ms} ms`);
     if (r.uncertain.length > 0) process.exitCode = 1;
   });
+
+/** `-o KEY=VALUE` options (and `--backend`) as the map the API takes. */
+function keyValues(kvs: readonly string[], backend?: string): Record<string, string> {
+  const options: Record<string, string> = {};
+  for (const kv of kvs) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new CliError(`option ${JSON.stringify(kv)} is not key=value`, 2);
+    options[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  if (backend) options.backend = backend;
+  return options;
+}
 
 function formatBytes(n: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

@@ -34,7 +34,6 @@ want sshfs sshfs
 want s3fs s3fs
 want /sbin/mount.nfs nfs-common
 want fio fio
-want restic restic
 want /usr/bin/etcd etcd-server
 want /usr/bin/etcdctl etcd-client
 want setfattr attr

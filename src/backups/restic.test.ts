@@ -161,6 +161,11 @@ describe('Restic with a fake restic', () => {
     assert.ok(!Object.keys(c.env).some((k) => /^RESTIC_(PASSWORD|REPOSITORY)/.test(k)), 'no restic settings leak in from the daemon\'s environment');
   });
 
+  it('maps S3 refusing the keys to FailedPreconditionError naming the credentials file (as radosgw words it)', async () => {
+    const r = new Restic(s3, { cacheDir: join(dir, 'cache'), run: async () => result({ code: 1, stderr: 'Fatal: unable to open config file: Stat: The access key ID you provided does not exist in our records.\nIs there a repository at the following location?\ns3:http://127.0.0.1:9000/bkt/p/q\n' }) });
+    await assert.rejects(r.list(), (e: Error) => e instanceof FailedPreconditionError && e.message.includes(`the S3 server refused the credentials in ${join(dir, 'cred')}`) && !e.message.includes('Is there a repository'));
+  });
+
   it('maps a locked repository to unlock + one retry, then BusyError', async () => {
     const ops: string[] = [];
     const locked = 'unable to create lock in backend: repository is already locked by PID 4242 on other-node by root (UID 0, GID 0)\nlock was created at 2024-01-01 10:00:00 (3m ago)\nstorage ID 1234abcd\nthe `unlock` command can be used to remove stale locks\n';

@@ -738,7 +738,7 @@ export class Restic {
     if (/no space left on device|quota exceeded|QuotaExceeded/i.test(raw)) {
       return { kind: 'other', error: new ResourceExhaustedError(`${what} failed: no space left (restic: ${why}); free space on ${t.type === 'dir' ? `the filesystem of ${t.path}` : 'the S3 bucket'} or in restic's temporary directory, then retry${then}`) };
     }
-    if (t.type === 's3' && /InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Access Denied|Forbidden/i.test(raw)) {
+    if (t.type === 's3' && /InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Access Denied|Forbidden|access key id you provided does not exist|signature we calculated does not match/i.test(raw)) {
       return { kind: 'other', error: new FailedPreconditionError(`${what} failed: the S3 server refused the credentials in ${t.credentialsFile} (restic: ${why}); check the keys and that they may read and write bucket ${t.bucket}${then}`) };
     }
     if (/connection refused|no such host|i\/o timeout|dial tcp|network is unreachable|no route to host|connection reset|\btls\b|x509|certificate|timeout|\bEOF\b|not a directory|permission denied|input\/output error|read-only file system|stale file handle|transport endpoint|server gave HTTP response|Service Unavailable|Bad Gateway|ReadDir|Stat:|no such file or directory/i.test(raw)) {

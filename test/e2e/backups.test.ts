@@ -47,7 +47,7 @@ describe('backups with restic (e2e)', { skip: SKIP ?? false }, () => {
     return r.stdout.trim();
   };
   const backupCreate = async (vol: string, target = 'repo') => JSON.parse(await okCli(a!, ['backup', 'create', vol, '--to', target, '--json'])) as Backup & { dataAdded: number; bytes: number };
-  const backupLs = async (p: BallastProc, vol?: string) => (JSON.parse(await okCli(p, ['backup', 'ls', ...(vol ? [vol] : []), '--json'])) as { backups: Backup[] }).backups;
+  const backupLs = async (p: BallastProc, vol?: string) => (JSON.parse(await okCli(p, ['backup', 'ls', ...(vol ? [vol] : []), '--from', 'repo', '--json'])) as { backups: Backup[] }).backups;
   const tempSnapshots = async () => (JSON.parse(await okCli(a!, ['snapshot', 'ls', '--json'])) as { name: string }[]).filter((x) => x.name.startsWith('_'));
   const mountsUnder = (dir: string, pid?: number) => parseMountinfo(readFileSync(pid ? `/proc/${pid}/mountinfo` : '/proc/self/mountinfo', 'utf8')).filter((m) => m.mountpoint.startsWith(dir + '/'));
 

@@ -1,7 +1,6 @@
 import { mkdir, rmdir } from 'node:fs/promises';
-import { mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_MULTI_WRITER, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext, type Snapshotter, type SnapshotReader, type Expander } from '../types.js';
+import { mountpointOf, probeMountpoint, stagingPathOf, MULTI_NODE_MULTI_WRITER, type Backend, type BackendContext, type BackendFactory, type HealthChecker, type HostSnapshot, type OptionDoc, type Placement, type ProvisionContext, type Snapshotter, type Expander } from '../types.js';
 import type { SnapshotRecord, VolumeRecord } from '../../core/types.js';
-import { dirname } from 'node:path';
 import { ConflictError, InternalError, InvalidArgumentError, UnavailableError } from '../../core/errors.js';
 import { checkOptionKeys } from '../options.js';
 import { ConfigReader } from '../config-values.js';
@@ -25,7 +24,7 @@ interface CephfsSpec { subvolume: string; size?: number; existing: boolean }
  * quota the cluster enforces; mounted with ceph-fuse at the subvolume's path. Shared: any number of
  * containers and hosts read and write it.
  */
-export class CephfsBackend implements Backend, HealthChecker, Snapshotter, SnapshotReader, Expander {
+export class CephfsBackend implements Backend, HealthChecker, Snapshotter, Expander {
   readonly type = 'cephfs';
   /** A shared filesystem: any number of nodes read and write it at once. */
   readonly access = MULTI_NODE_MULTI_WRITER;
@@ -144,22 +143,6 @@ export class CephfsBackend implements Backend, HealthChecker, Snapshotter, Snaps
     if (!p) throw new UnavailableError(`${this.ceph.label}: subvolume ${target} was cloned but its path cannot be read`);
     return { subvolume: target, path: p, createdByBallast: true, clonedFrom: snap.name };
   }
-
-  /**
-   * The snapshot read-only at `dir`: ceph-fuse mounted at the snapshot's directory
-   * (`<subvolume>/.snap/<snapshot>/<uuid>` for a v2 subvolume, whose data lives in `<uuid>`).
-   */
-  async mountSnapshot(snap: SnapshotRecord, dir: string): Promise<void> {
-    const mp = stagingPathOf(dir);
-    if (await this.ctx.mounts.at(mp)) return;
-    const { sub, name } = this.snapOf(snap);
-    const path = await this.getpath(sub);
-    if (!path) throw new UnavailableError(`${this.ceph.label}: subvolume ${sub} of snapshot ${snap.name} is missing`);
-    const snapPath = `${dirname(path)}/.snap/${name}/${path.slice(dirname(path).length + 1)}`;
-    await mkdir(mp, { recursive: true, mode: 0o700 });
-    await mountAndVerify(this.ctx.exec, this.ctx.mounts, ['ceph-fuse', ...this.ceph.identity(), '-r', snapPath, mp, '-o', 'ro'], mp, this.ceph.timeoutSec * 1000);
-  }
-  async unmountSnapshot(_snap: SnapshotRecord, dir: string): Promise<void> { await unmountAndWait(this.ctx.exec, this.ctx.mounts, stagingPathOf(dir)); }
 
   /** The quota grows (`ceph fs subvolume resize --no_shrink`); it is enforced by the cluster at once, mounted or not. */
   async expand(vol: VolumeRecord, size: number): Promise<{ spec: Record<string, unknown>; note: string }> {

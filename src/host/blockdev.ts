@@ -87,8 +87,7 @@ export async function allocateFile(exec: Exec, file: string, size: number, keepS
  * first writes out its dirty data, then every writer blocks until the thaw. Already frozen (EBUSY) is success.
  */
 export async function freezeFs(exec: Exec, mountpoint: string): Promise<void> {
-  const r = await exec(['fsfreeze', '-f', '--', mountpoint], { timeoutMs: TIMEOUTS.freeze, okCodes: [0, 1] });
-  if (r.code !== 0 && !/busy/i.test(r.stderr)) throw new InternalError(`fsfreeze -f ${mountpoint} failed: ${r.stderr.trim()}`);
+  await freezeFsOwned(exec, mountpoint);
 }
 
 /**

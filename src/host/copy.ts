@@ -1,4 +1,4 @@
-import { rename, rm, stat } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Exec } from './exec.js';
 import { ExecError } from './exec.js';
@@ -66,21 +66,3 @@ export async function copyTreeAtomic(exec: Exec, src: string, dst: string): Prom
     throw e;
   }
 }
-
-/** Can `dir`'s filesystem share blocks between files (a reflink of a probe file)? For Status and the README's "which is used". */
-export async function canReflink(exec: Exec, dir: string): Promise<boolean> {
-  const a = `${dir}/.ballast-reflink-probe`;
-  const b = `${a}.2`;
-  try {
-    await exec(['truncate', '-s', '4096', '--', a], { timeoutMs: 10_000 });
-    await exec(['cp', '--reflink=always', '--', a, b], { timeoutMs: 10_000 });
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await rm(a, { force: true }); await rm(b, { force: true });
-  }
-}
-
-/** Bytes a file really occupies (st_blocks), for the record of a copy. */
-export async function allocatedBytes(path: string): Promise<number> { return ((await stat(path)).blocks ?? 0) * 512; }
